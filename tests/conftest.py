@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: puts the bundle root on ``sys.path`` (as ``monai.bundle run`` does) and locates shared data."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_ROOT = REPO_ROOT / "bundle"
+SHARED_DATA = Path(os.environ.get("PIG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+DUKE_DIR = SHARED_DATA / "duke_dbt_slices"
+
+if str(BUNDLE_ROOT) not in sys.path:
+    sys.path.insert(0, str(BUNDLE_ROOT))
+
+
+@pytest.fixture(scope="session")
+def duke_dir() -> Path:
+    """The Duke BCS-DBT slice folder; in CI (``CI`` set) its absence is a failure, elsewhere a skip."""
+    if not (DUKE_DIR / "annotations.csv").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared Duke data missing at {DUKE_DIR}: CI must run beside ../shared/data")
+        pytest.skip(f"shared Duke data not found at {DUKE_DIR}")
+    return DUKE_DIR
