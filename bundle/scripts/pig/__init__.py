@@ -1,0 +1,14 @@
+"""PIG-specific parts: paired DDIM sampling, guider/generator training steps, checkpoints, output writing."""
+
+from . import (  # noqa: F401
+    binarize,
+    checkpoint,
+    generator_iteration,
+    inferer,
+    prepare_batch,
+    preview,
+    runinfo,
+    sampling,
+    schedule,
+    writer,
+)

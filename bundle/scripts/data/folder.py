@@ -1,0 +1,94 @@
+"""Loader for the folder layout: ``images/<case>.<ext>`` with ``labels/<case>.<ext>`` (+ optional ``patients.csv``).
+
+* Extensions may differ between an image and its mask (e.g. ``.dcm`` image, ``.nii.gz`` mask); accepted are
+  ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, ``.dcm``, ``.png``, ``.jpg``, ``.jpeg``.
+* A single-frame DICOM series is a sub-folder ``images/<case>/`` of ``.dcm`` files; its mask is ``labels/<case>.<ext>``
+  or a sub-folder ``labels/<case>/``.
+* ``patients.csv`` (columns ``case,patient``) maps cases to patients; cases it does not list are their own patient.
+* ``.raw``/``.zraw`` files next to ``.mhd`` headers and hidden files are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from .case import Case, DataError
+from .readers import IMAGE_EXTENSIONS, read_case, split_extension
+
+__all__ = ["is_folder_layout", "list_folder_pairs", "load_folder_cases"]
+
+logger = logging.getLogger(__name__)
+IGNORED_SUFFIXES = (".raw", ".zraw", ".txt", ".json", ".csv", ".md")
+
+
+def is_folder_layout(dataset_dir: str | Path) -> bool:
+    """True when ``dataset_dir`` has ``images/`` and ``labels/`` sub-folders."""
+    root = Path(dataset_dir)
+    return (root / "images").is_dir() and (root / "labels").is_dir()
+
+
+def _entries(folder: Path) -> dict[str, Path]:
+    """Map stem → path for the images (files with a known extension, or DICOM series folders) in ``folder``."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            stem = path.name
+        else:
+            stem, ext = split_extension(path)
+            if ext not in IMAGE_EXTENSIONS:
+                if path.suffix.lower() in IGNORED_SUFFIXES:
+                    continue
+                raise DataError(f"{path}: unsupported file type; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+        if stem in found:
+            raise DataError(f"{folder}: two entries for case {stem!r}: {found[stem].name} and {path.name}")
+        found[stem] = path
+    return found
+
+
+def _patients(root: Path) -> dict[str, str]:
+    table = root / "patients.csv"
+    if not table.is_file():
+        return {}
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"case", "patient"} <= set(reader.fieldnames):
+            raise DataError(f"{table}: expected columns 'case,patient', got {reader.fieldnames}")
+        return {row["case"].strip(): row["patient"].strip() for row in reader if row.get("case")}
+
+
+def list_folder_pairs(dataset_dir: str | Path) -> list[tuple[str, str, Path, Path]]:
+    """``(case_id, patient_id, image_path, mask_path)`` for every case of the folder layout, sorted by case.
+
+    Raises:
+        DataError: no ``images/``/``labels/`` folder, no case, an image without a mask or a mask without an image,
+            two files for one case, an unsupported file, or a malformed ``patients.csv`` (names the path).
+    """
+    root = Path(dataset_dir)
+    if not is_folder_layout(root):
+        raise DataError(f"{root}: expected 'images/' and 'labels/' sub-folders")
+    images, labels = _entries(root / "images"), _entries(root / "labels")
+    if not images and not labels:
+        raise DataError(f"{root}: 'images/' and 'labels/' hold no image files")
+    for stem in sorted(images.keys() - labels.keys()):
+        raise DataError(f"{images[stem]}: image without a mask (expected labels/{stem}.<ext>)")
+    for stem in sorted(labels.keys() - images.keys()):
+        raise DataError(f"{labels[stem]}: mask without an image (expected images/{stem}.<ext>)")
+    patients = _patients(root)
+    return [(stem, patients.get(stem, stem), images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def load_folder_cases(dataset_dir: str | Path) -> Iterator[Case]:
+    """Yield one :class:`Case` per image/mask pair of the folder layout (read lazily, one at a time).
+
+    ``breast_side`` is ``None`` (detected later from intensities); ``meta`` gets the DICOM laterality/view if any.
+
+    Raises:
+        DataError: see :func:`list_folder_pairs` and :func:`scripts.data.readers.read_case`.
+    """
+    for case_id, patient_id, image_path, mask_path in list_folder_pairs(dataset_dir):
+        yield read_case(image_path, mask_path, case_id=case_id, patient_id=patient_id)

@@ -1,0 +1,329 @@
+"""Turn ``dataset_dir`` into a cached set of prepared 2-D slice pairs and a patient-wise train/validation datalist.
+
+Per case (:class:`~scripts.data.case.Case`, from the phantom, the Duke box table or the folder layout):
+
+1. laterality: image and mask volumes flipped together so the breast lies on the left (:class:`NormalizeLaterality`,
+   using ``Case.breast_side`` or intensity detection on the mean projection);
+2. slice selection (:func:`select_lesion_slices`);
+3. per kept slice: breast crop (:func:`breast_bbox`, never cutting the lesion), percentile window to [-1, 1]
+   (:class:`PercentileWindow`), then the square output: ``crop_mode="slice"`` (:func:`square_slice`) or ``"patch"``
+   (:func:`lesion_patch` per lesion component × ``patches_per_lesion``; :func:`background_patch` on lesion-free
+   slices).
+
+Outputs are 2-D NIfTI files (image float32 ``(n, n)`` in [-1, 1], label uint8 ``(n, n)`` in {0, 1}, affine
+``diag(row_mm, col_mm, 1, 1)``) under ``cache_dir/<key>/`` with ``datalist.json``; ``key`` hashes every parameter
+and the input file list (names, sizes, mtimes), so a changed input or setting gives a new folder and an unchanged one
+is reused as is. Nothing is ever written under ``dataset_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .case import Case, DataError
+from .folder import is_folder_layout, load_folder_cases
+from .transforms import (
+    NormalizeLaterality,
+    PercentileWindow,
+    background_patch,
+    breast_bbox,
+    lesion_patch,
+    select_lesion_slices,
+    square_slice,
+)
+
+__all__ = ["PIPELINE_VERSION", "CROP_MODES", "discover_cases", "input_fingerprint", "split_patients", "prepare_dataset"]
+
+logger = logging.getLogger(__name__)
+
+#: bump when the preparation code changes its output, so that old caches are not reused.
+PIPELINE_VERSION = 1
+CROP_MODES = ("slice", "patch")
+
+
+def _format(dataset_dir: str | None) -> str:
+    """``"phantom"``, ``"duke"`` or ``"folder"``; raises DataError for a missing/empty/unknown folder."""
+    if not dataset_dir:
+        return "phantom"
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if not any(root.iterdir()):
+        raise DataError(f"{root}: dataset folder is empty")
+    if (root / "annotations.csv").is_file():
+        return "duke"
+    if is_folder_layout(root):
+        return "folder"
+    raise DataError(
+        f"{root}: unknown dataset layout; expected 'annotations.csv' (Duke box table) or 'images/' + 'labels/' "
+        "sub-folders (or no dataset_dir for the embedded phantom)"
+    )
+
+
+def discover_cases(
+    dataset_dir: str | None, include_architectural_distortion: bool = False, phantom_cases: int = 16, seed: int = 0
+) -> Iterator[Case]:
+    """Yield the cases of ``dataset_dir`` in its detected layout (``None``/``""`` → the embedded phantom).
+
+    Raises:
+        DataError: missing or empty folder, unknown layout, or any error of the layout's loader.
+    """
+    kind = _format(dataset_dir)
+    if kind == "phantom":
+        from .phantom import make_phantom_cases
+
+        return make_phantom_cases(phantom_cases, seed)
+    if kind == "duke":
+        from .duke import load_duke_cases
+
+        return load_duke_cases(dataset_dir, include_architectural_distortion=include_architectural_distortion)
+    return load_folder_cases(dataset_dir)
+
+
+def input_fingerprint(dataset_dir: str | None) -> list:
+    """What the cache key hashes for the input: ``[relative path, size, mtime_ns]`` of every file, sorted.
+
+    The phantom is identified by its generator's source text instead (so an edited phantom is regenerated).
+    """
+    if not dataset_dir:
+        from . import phantom
+
+        return ["phantom", hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()]
+    root = Path(dataset_dir)
+    entries = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            st = path.stat()
+            entries.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
+    return sorted(entries)
+
+
+def split_patients(patients, val_fraction: float, seed: int) -> set[str]:
+    """Validation patients: a seeded permutation of the sorted unique ids, the first ``round(val_fraction × n)``.
+
+    At least one and at most ``n - 1`` validation patients when ``n ≥ 2`` and ``val_fraction > 0``; none otherwise.
+    """
+    ids = sorted(set(patients))
+    n = len(ids)
+    if n < 2 or val_fraction <= 0:
+        return set()
+    n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return set(ids)
+
+
+def _save(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
+    nib.save(nib.Nifti1Image(array, np.diag([spacing[0], spacing[1], 1.0, 1.0])), str(path))
+
+
+def _outputs(img, lab, slice_lesion, spacing, crop_mode, image_size, params, rng):
+    """Square ``(image, label, spacing)`` outputs of one windowed, breast-cropped slice."""
+    if crop_mode == "slice":
+        return [square_slice(img, lab, image_size, spacing)]
+    outs = []
+    if slice_lesion:
+        components, n = ndimage.label(lab > 0)
+        boxes = ndimage.find_objects(components)
+        for box in boxes[:n]:
+            rbox = (box[0].start, box[0].stop, box[1].start, box[1].stop)
+            for _ in range(params["patches_per_lesion"]):
+                outs.append(
+                    lesion_patch(
+                        img, lab, image_size, spacing, rbox, params["context_factor"], params["jitter"],
+                        params["min_patch_size"], rng,
+                    )
+                )  # fmt: skip
+    else:
+        for _ in range(params["patches_per_lesion"]):
+            outs.append(background_patch(img, lab, image_size, spacing, params["min_patch_size"], rng))
+    return outs
+
+
+def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Generator, counts: Counter) -> list[dict]:
+    """Write the prepared slices of one case into ``out_dir``; returns their datalist items (relative paths)."""
+    lat = NormalizeLaterality()
+    flip = lat.needs_flip(case.image, case.breast_side)
+    image, label = lat.flip(case.image, flip), lat.flip(case.label, flip)
+    keep = select_lesion_slices(
+        label, params["min_lesion_area"], params["neighbour_slices"], params["lesion_free_fraction"], rng
+    )
+    counts["slices_seen"] += image.shape[0]
+    window = PercentileWindow(*params["window_percentiles"])
+    items = []
+    for s in keep:
+        lab = label[s]
+        try:
+            box = breast_bbox(image[s], lab)
+            img = image[s][box[0] : box[1], box[2] : box[3]]
+            lab = lab[box[0] : box[1], box[2] : box[3]]
+            img = window(img)
+        except DataError as err:
+            logger.warning("%s, slice %d skipped: %s", case.source or case.case_id, s, err)
+            counts["skipped_constant_slice"] += 1
+            continue
+        had_lesion = bool(lab.any())
+        outputs = _outputs(img, lab, had_lesion, case.spacing[1:], params["crop_mode"], params["image_size"], params,
+                           rng)  # fmt: skip
+        for j, (out_img, out_lab, spacing) in enumerate(outputs):
+            if had_lesion and not out_lab.any():  # lesion thinner than an output pixel: the pair would lie
+                counts["skipped_lesion_lost_in_resize"] += 1
+                continue
+            stem = f"{case.case_id}_s{s:04d}_{j:02d}"
+            _save(out_dir / f"{stem}_image.nii.gz", out_img.astype(np.float32), spacing)
+            _save(out_dir / f"{stem}_label.nii.gz", out_lab.astype(np.uint8), spacing)
+            counts["lesion_items" if out_lab.any() else "lesion_free_items"] += 1
+            items.append(
+                {
+                    "image": f"{stem}_image.nii.gz",
+                    "label": f"{stem}_label.nii.gz",
+                    "case_id": case.case_id,
+                    "patient_id": str(case.patient_id),
+                    "slice_index": int(s),
+                    "source": case.source,
+                    "spacing_mm": [float(spacing[0]), float(spacing[1])],
+                    "flipped": bool(flip),
+                }
+            )
+    counts["slices_kept"] += len(keep)
+    return items
+
+
+def _absolute(datalist: dict, folder: Path) -> dict:
+    out = dict(datalist, cache=str(folder))
+    for split in ("train", "validation"):
+        out[split] = [dict(it, image=str(folder / it["image"]), label=str(folder / it["label"])) for it in out[split]]
+    return out
+
+
+def prepare_dataset(
+    dataset_dir: str | None,
+    cache_dir: str,
+    image_size: int,
+    crop_mode: str = "slice",
+    min_lesion_area: int = 10,
+    neighbour_slices: int = 0,
+    lesion_free_fraction: float = 0.0,
+    context_factor: float = 2.0,
+    jitter: float = 0.1,
+    min_patch_size: int = 64,
+    patches_per_lesion: int = 1,
+    window_percentiles: tuple = (0.5, 99.5),
+    include_architectural_distortion: bool = False,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    phantom_cases: int = 16,
+) -> dict:
+    """Prepare (or reuse) the square slice pairs of ``dataset_dir`` and return the train/validation datalist.
+
+    Args:
+        dataset_dir: Duke box-table folder (``annotations.csv``), folder layout (``images/`` + ``labels/``), or
+            ``None``/``""`` for the embedded phantom. Only read, never written.
+        cache_dir: where ``<key>/`` (files + ``datalist.json``) is written; must not lie inside ``dataset_dir``.
+        image_size: output side ``n`` (pixels) of every prepared slice.
+        crop_mode: ``"slice"`` (whole breast, padded square) or ``"patch"`` (lesion-centred windows).
+        min_lesion_area, neighbour_slices, lesion_free_fraction: slice selection (:func:`select_lesion_slices`).
+        context_factor, jitter, min_patch_size, patches_per_lesion: patch mode (:func:`lesion_patch`); lesion-free
+            slices give ``patches_per_lesion`` random breast windows of ``min_patch_size`` pixels.
+        window_percentiles: ``(lower, upper)`` percentiles of :class:`PercentileWindow`.
+        include_architectural_distortion: Duke only: keep architectural-distortion boxes.
+        val_fraction: fraction of patients in validation (:func:`split_patients`).
+        seed: seeds the split, the lesion-free draw, jitter and the phantom.
+        phantom_cases: number of phantom cases when ``dataset_dir`` is empty.
+
+    Returns:
+        ``{"train": [items], "validation": [items], "spacing_mm": [row_mm, col_mm] (median over items),
+        "cache": folder, "counts": {...}, "params": {...}}``; each item has ``image``/``label`` (absolute paths),
+        ``case_id``, ``patient_id``, ``slice_index``, ``source``, ``spacing_mm``, ``flipped``. No patient is on both
+        sides.
+
+    Raises:
+        DataError: bad ``dataset_dir`` (missing, empty, unknown layout, unpaired files, unreadable data), a
+            ``cache_dir`` inside ``dataset_dir``, or no slice left after selection.
+        ValueError: unknown ``crop_mode`` or invalid sizes.
+    """
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+    if image_size < 1 or min_patch_size < 1 or patches_per_lesion < 1:
+        raise ValueError("image_size, min_patch_size and patches_per_lesion must be ≥ 1")
+    kind = _format(dataset_dir)
+    cache_root = Path(cache_dir).resolve()
+    if dataset_dir and cache_root.is_relative_to(Path(dataset_dir).resolve()):
+        raise DataError(f"{cache_root}: cache_dir lies inside dataset_dir {dataset_dir}, which must stay untouched")
+    params = {
+        "version": PIPELINE_VERSION,
+        "format": kind,
+        "image_size": int(image_size),
+        "crop_mode": crop_mode,
+        "min_lesion_area": int(min_lesion_area),
+        "neighbour_slices": int(neighbour_slices),
+        "lesion_free_fraction": float(lesion_free_fraction),
+        "context_factor": float(context_factor),
+        "jitter": float(jitter),
+        "min_patch_size": int(min_patch_size),
+        "patches_per_lesion": int(patches_per_lesion),
+        "window_percentiles": [float(p) for p in window_percentiles],
+        "include_architectural_distortion": bool(include_architectural_distortion),
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+        "phantom_cases": int(phantom_cases) if kind == "phantom" else None,
+    }
+    blob = json.dumps({"params": params, "inputs": input_fingerprint(dataset_dir)}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    final = cache_root / key
+    if (final / "datalist.json").is_file():
+        logger.info("reusing cache %s", final)
+        return _absolute(json.loads((final / "datalist.json").read_text(encoding="utf-8")), final)
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root))
+    try:
+        rng = np.random.default_rng(seed)
+        counts: Counter = Counter()
+        items = []
+        for case in discover_cases(dataset_dir, include_architectural_distortion, phantom_cases, seed):
+            counts["cases"] += 1
+            case_items = _prepare_case(case, tmp, params, rng, counts)
+            if not case_items:
+                counts["cases_without_kept_slice"] += 1
+            items.extend(case_items)
+        if not items:
+            raise DataError(
+                f"{dataset_dir or 'phantom'}: no slice kept from {counts['cases']} case(s) "
+                f"(min_lesion_area={min_lesion_area}); nothing to train on"
+            )
+        val_patients = split_patients([it["patient_id"] for it in items], val_fraction, seed)
+        datalist = {
+            "train": [it for it in items if it["patient_id"] not in val_patients],
+            "validation": [it for it in items if it["patient_id"] in val_patients],
+            "spacing_mm": np.median([it["spacing_mm"] for it in items], axis=0).round(6).tolist(),
+            "params": params,
+        }
+        counts["patients"] = len({it["patient_id"] for it in items})
+        counts["validation_patients"] = len(val_patients)
+        counts["train_items"], counts["validation_items"] = len(datalist["train"]), len(datalist["validation"])
+        datalist["counts"] = dict(sorted(counts.items()))
+        (tmp / "datalist.json").write_text(json.dumps(datalist, indent=1, ensure_ascii=False), encoding="utf-8")
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same key first: keep its result
+            if not (final / "datalist.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("prepared %s in %s: %s", dataset_dir or f"phantom ({phantom_cases} cases)", final, datalist["counts"])
+    return _absolute(json.loads((final / "datalist.json").read_text(encoding="utf-8")), final)

@@ -1,0 +1,495 @@
+"""Read image volumes and lesion masks from disk into ``(S, H, W)`` arrays and :class:`Case` records.
+
+Axis convention (the one :class:`~scripts.data.case.Case` fixes): axis 0 runs through the slices (DBT
+reconstruction planes), axes 1 and 2 are the in-plane rows and columns; spacing is ``(slice, row, column)`` in mm.
+
+Formats:
+    * NIfTI (``.nii``, ``.nii.gz``, nibabel): a 3-D ``(X, Y, Z)`` volume becomes ``(S=Z, H=X, W=Y)``; 2-D: ``S = 1``.
+    * NRRD / MetaImage (``.nrrd``, ``.mha``, ``.mhd``, ITK): ITK arrays are ``(Z, Y, X)`` → ``(S=Z, H=Y, W=X)``.
+    * PNG / JPEG (Pillow): ``(H, W)`` → ``S = 1``; colour is converted to gray (ITU-R 601 luma); 8/16-bit kept.
+    * DICOM (pydicom): a folder of single-frame ``.dcm`` files forming one series, or one (enhanced) multi-frame
+      file whose frames become the slices (``S = NumberOfFrames``; MONAI's ``PydicomReader`` puts frames on another
+      axis, hence this reader). Rescale slope/intercept and pixel spacing are also read from the functional groups
+      of enhanced objects (``Shared``/``PerFrameFunctionalGroupsSequence``), which MONAI ignores. ``MONOCHROME1`` is
+      inverted so that dense tissue is bright.
+
+Every problem raises :class:`~scripts.data.case.DataError` with the offending file in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .case import Case, DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "split_extension",
+    "read_array",
+    "read_image",
+    "read_mask",
+    "check_mask",
+    "check_pair",
+    "read_case",
+]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+ITK_EXTENSIONS = (".nrrd", ".mha", ".mhd")
+PIL_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+DICOM_EXTENSIONS = (".dcm",)
+#: every file extension the readers accept (a DICOM series is a folder of ``.dcm`` files).
+IMAGE_EXTENSIONS = NIFTI_EXTENSIONS + ITK_EXTENSIONS + PIL_EXTENSIONS + DICOM_EXTENSIONS
+
+
+def split_extension(path: str | Path) -> tuple[str, str]:
+    """Split ``path``'s file name into ``(stem, extension)``, knowing the double extension ``.nii.gz``.
+
+    The extension is lower-cased; a name without a known extension returns ``(name, "")``.
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if lower.endswith(ext):
+            return name[: -len(ext)], ext
+    return name, ""
+
+
+def _finish(array: np.ndarray, spacing, path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Check a read array is a finite ``(S, H, W)`` volume; floats become float32."""
+    if array.ndim != 3 or min(array.shape) < 1:
+        raise DataError(f"{path}: expected a 2-D or 3-D image, got array of shape {array.shape}")
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise DataError(f"{path}: image contains NaN or Inf pixel values")
+    elif array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    elif array.dtype.kind not in "ui":
+        raise DataError(f"{path}: unsupported pixel type {array.dtype}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise DataError(f"{path}: invalid voxel spacing {spacing}")
+    return np.ascontiguousarray(array), spacing
+
+
+# --------------------------------------------------------------------------- NIfTI
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple, dict]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)  # stored dtype (scaled to float only when scl_slope is set)
+    except Exception as err:  # nibabel raises many types for truncated/corrupt files
+        raise DataError(f"{path}: cannot read NIfTI file ({type(err).__name__}: {err})") from err
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    while data.ndim > 3 and data.shape[-1] == 1:  # trailing singleton dims (e.g. (X, Y, Z, 1)) carry nothing
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 2-D or 3-D NIfTI image, got shape {data.shape}")
+    zooms = (zooms + (1.0, 1.0, 1.0))[:3]
+    # (X, Y, Z) -> (S=Z, H=X, W=Y); the affine maps (x, y, z) = (h, w, s) indices to RAS mm.
+    array = np.transpose(data, (2, 0, 1))
+    perm = np.zeros((4, 4))
+    perm[0, 1] = perm[1, 2] = perm[2, 0] = perm[3, 3] = 1.0  # (s, h, w, 1) -> (x, y, z, 1)
+    affine_shw = np.asarray(img.affine, dtype=np.float64) @ perm
+    return array, (zooms[2], zooms[0], zooms[1]), {"format": "nifti", "affine_ras": affine_shw}
+
+
+# --------------------------------------------------------------------------- ITK
+def _read_itk(path: Path) -> tuple[np.ndarray, tuple, dict]:
+    import itk
+
+    try:
+        img = itk.imread(str(path))
+        data = np.asarray(itk.array_from_image(img))
+    except Exception as err:
+        raise DataError(f"{path}: cannot read image with ITK ({type(err).__name__}: {err})") from err
+    ndim = img.GetImageDimension()
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{path}: expected a scalar (gray) image, got {img.GetNumberOfComponentsPerPixel()} components")
+    if ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or ndim not in (2, 3):
+        raise DataError(f"{path}: expected a 2-D or 3-D image, got {ndim}-D of shape {data.shape}")
+    spacing_xyz = [float(s) for s in img.GetSpacing()] + [1.0] * (3 - ndim)
+    origin = [float(o) for o in img.GetOrigin()] + [0.0] * (3 - ndim)
+    direction = np.eye(3)
+    direction[:ndim, :ndim] = np.asarray(itk.array_from_matrix(img.GetDirection()), dtype=np.float64)
+    # index (i, j, k) = (x, y, z) = (w, h, s) -> LPS mm; convert to an (s, h, w) -> RAS affine like NIfTI's.
+    affine_xyz = np.eye(4)
+    affine_xyz[:3, :3] = direction @ np.diag(spacing_xyz)
+    affine_xyz[:3, 3] = origin
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1.0  # (s, h, w, 1) -> (x, y, z, 1)
+    info = {"format": "itk", "affine_ras": lps_to_ras @ affine_xyz @ perm}
+    return data, (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]), info
+
+
+# --------------------------------------------------------------------------- PNG / JPEG
+def _read_pil(path: Path) -> tuple[np.ndarray, tuple, dict]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes now so that truncated files fail here
+            mode = img.mode
+            if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "PA"):
+                img = img.convert("L")
+            data = np.array(img)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot read image with Pillow ({type(err).__name__}: {err})") from err
+    if data.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D gray image, got shape {data.shape} (mode {mode})")
+    lossy = path.name.lower().endswith(LOSSY_EXTENSIONS)
+    return data[None], (1.0, 1.0, 1.0), {"format": "pil", "mode": mode, "lossy": lossy}
+
+
+# --------------------------------------------------------------------------- DICOM
+def _first(seq_owner, *names):
+    """Walk ``owner.Name1[0].Name2[0]...``; ``None`` when any step is missing or empty."""
+    item = seq_owner
+    for name in names:
+        value = getattr(item, name, None) if item is not None else None
+        if value is None:
+            return None
+        if name.endswith("Sequence"):
+            if len(value) == 0:
+                return None
+            value = value[0]
+        item = value
+    return item
+
+
+def _functional(ds, frame: int | None, *names):
+    """Attribute from the per-frame functional group of ``frame`` or, failing that, the shared group."""
+    if frame is not None:
+        per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+        if per_frame is not None and frame < len(per_frame):
+            value = _first(per_frame[frame], *names)
+            if value is not None:
+                return value
+    return _first(ds, "SharedFunctionalGroupsSequence", *names)
+
+
+def _dicom_pixel_spacing(ds) -> tuple[float, float] | None:
+    for value in (
+        getattr(ds, "PixelSpacing", None),
+        _functional(ds, 0, "PixelMeasuresSequence", "PixelSpacing"),
+        getattr(ds, "ImagerPixelSpacing", None),  # detector plane: the best left when nothing else is given
+    ):
+        if value is not None and len(value) == 2:
+            return float(value[0]), float(value[1])
+    return None
+
+
+def _dicom_slice_spacing_tag(ds) -> float | None:
+    for value in (
+        getattr(ds, "SpacingBetweenSlices", None),
+        _functional(ds, 0, "PixelMeasuresSequence", "SpacingBetweenSlices"),
+        getattr(ds, "SliceThickness", None),
+        _functional(ds, 0, "PixelMeasuresSequence", "SliceThickness"),
+    ):
+        if value is not None and float(value) > 0:
+            return abs(float(value))
+    return None
+
+
+def _slice_normal(orientation) -> np.ndarray | None:
+    if orientation is None or len(orientation) != 6:
+        return None
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row, col)
+    return normal if np.linalg.norm(normal) > 0 else None
+
+
+def _spacing_from_positions(positions: list, normal) -> float | None:
+    """Median distance between consecutive slice positions projected on the slice normal (mm)."""
+    if normal is None or len(positions) < 2 or any(p is None for p in positions):
+        return None
+    along = np.sort(np.asarray(positions, float) @ normal)
+    steps = np.diff(along)
+    steps = steps[steps > 1e-6]
+    return float(np.median(steps)) if steps.size else None
+
+
+def _rescale(frames: np.ndarray, ds, multi: bool) -> np.ndarray:
+    """Apply Rescale Slope/Intercept (top level, else functional groups, per frame if they differ)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(frames, ds), dtype=np.float32)
+    if not multi:
+        return frames
+    out = None
+    for f in range(frames.shape[0]):
+        slope = _functional(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _functional(ds, f, "PixelValueTransformationSequence", "RescaleIntercept")
+        if slope is None and intercept is None:
+            continue
+        if out is None:
+            out = frames.astype(np.float32)
+        out[f] = frames[f].astype(np.float32) * float(slope if slope is not None else 1.0) + float(intercept or 0.0)
+    return frames if out is None else out
+
+
+def _laterality(ds) -> str | None:
+    for value in (
+        getattr(ds, "ImageLaterality", None),
+        getattr(ds, "Laterality", None),
+        _functional(ds, 0, "FrameAnatomySequence", "FrameLaterality"),
+    ):
+        if value and str(value).upper() in ("L", "R"):
+            return str(value).upper()
+    return None
+
+
+def _dcmread(path: Path):
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        pixels = ds.pixel_array
+    except Exception as err:  # pydicom raises InvalidDicomError, AttributeError, ValueError, ... for bad files
+        raise DataError(f"{path}: cannot read DICOM pixel data ({type(err).__name__}: {err})") from err
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        raise DataError(f"{path}: expected a gray DICOM image, got SamplesPerPixel={ds.SamplesPerPixel}")
+    return ds, np.asarray(pixels)
+
+
+def _read_dicom_file(path: Path, display: bool) -> tuple[np.ndarray, tuple, dict]:
+    ds, pixels = _dcmread(path)
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    multi = n_frames > 1
+    if not multi:
+        pixels = pixels[None] if pixels.ndim == 2 else pixels
+    if pixels.ndim != 3 or pixels.shape[0] != n_frames:
+        raise DataError(f"{path}: pixel data of shape {pixels.shape} does not match NumberOfFrames={n_frames}")
+    positions = [_functional(ds, f, "PlanePositionSequence", "ImagePositionPatient") for f in range(n_frames)]
+    orientation = getattr(ds, "ImageOrientationPatient", None) or _functional(
+        ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient"
+    )
+    slice_spacing = _spacing_from_positions(positions, _slice_normal(orientation)) if multi else None
+    return _dicom_finish(path, ds, pixels, multi, slice_spacing, display)
+
+
+def _read_dicom_series(folder: Path, display: bool) -> tuple[np.ndarray, tuple, dict]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(DICOM_EXTENSIONS))
+    if not files:
+        raise DataError(f"{folder}: no .dcm files in the DICOM series folder")
+    slices = [(f, *_dcmread(f)) for f in files]
+    if len(slices) == 1:
+        return _read_dicom_file(files[0], display)
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds, _ in slices}
+    if len(series) > 1:
+        raise DataError(f"{folder}: .dcm files belong to {len(series)} different series; expected one")
+    shapes = {px.shape for _, _, px in slices}
+    if len(shapes) > 1 or any(len(s) != 2 for s in shapes):
+        raise DataError(f"{folder}: expected single-frame slices of one size, got pixel shapes {sorted(shapes)}")
+    normal = _slice_normal(getattr(slices[0][1], "ImageOrientationPatient", None))
+    positions = [getattr(ds, "ImagePositionPatient", None) for _, ds, _ in slices]
+    if normal is not None and all(p is not None for p in positions):
+        order = np.argsort([float(np.dot(np.asarray(p, float), normal)) for p in positions], kind="stable")
+        slice_spacing = _spacing_from_positions(positions, normal)
+    else:  # no geometry: InstanceNumber, then file name
+        order = np.argsort([int(getattr(ds, "InstanceNumber", 0) or 0) for _, ds, _ in slices], kind="stable")
+        slice_spacing = None
+    slices = [slices[i] for i in order]
+    pixels = np.stack([px for _, _, px in slices])
+    first = slices[0][1]
+    # rescale per slice (values may differ between files), then reuse the common path without a second rescale
+    frames = [_rescale(px[None], ds, multi=False)[0] for _, ds, px in slices] if display else list(pixels)
+    pixels = np.stack([np.asarray(f, dtype=np.float32) for f in frames]) if display else pixels
+    return _dicom_finish(folder, first, pixels, False, slice_spacing, display, rescaled=True)
+
+
+def _dicom_finish(path, ds, pixels, multi, slice_spacing, display, rescaled=False):
+    info = {"format": "dicom", "photometric": str(getattr(ds, "PhotometricInterpretation", "")), "inverted": False}
+    if display:
+        if not rescaled:
+            pixels = _rescale(pixels, ds, multi)
+        if info["photometric"] == "MONOCHROME1":  # low values are bright: invert so that dense tissue is bright
+            pixels = pixels.max() - pixels
+            info["inverted"] = True
+    laterality = _laterality(ds)
+    if laterality:
+        info["laterality"] = laterality
+    if getattr(ds, "ViewPosition", None):
+        info["view"] = str(ds.ViewPosition)
+    row_col = _dicom_pixel_spacing(ds) or (1.0, 1.0)
+    s = slice_spacing or _dicom_slice_spacing_tag(ds) or 1.0
+    return pixels, (s, row_col[0], row_col[1]), info
+
+
+# --------------------------------------------------------------------------- public API
+def read_array(path: str | Path, *, display: bool = True) -> tuple[np.ndarray, tuple[float, float, float], dict]:
+    """Read one image (file, or folder holding a single-frame DICOM series) as an ``(S, H, W)`` array.
+
+    Args:
+        path: ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.mhd``/``.png``/``.jpg``/``.jpeg``/``.dcm`` file, or a folder
+            of ``.dcm`` files forming one series (sorted by ``ImagePositionPatient`` along the slice normal, else by
+            ``InstanceNumber``).
+        display: DICOM only: apply Rescale Slope/Intercept and invert ``MONOCHROME1`` (``max - value``) so that
+            dense tissue is bright. Pass ``False`` for masks, whose stored values are the labels.
+
+    Returns:
+        ``(array, spacing, info)``: ``array`` is ``(S, H, W)`` in the stored integer dtype, or float32 for float
+        data and rescaled DICOM; ``spacing`` is ``(slice, row, column)`` in mm (``1.0`` where the file gives none);
+        ``info`` holds ``"format"`` (``nifti``/``itk``/``pil``/``dicom``), ``"affine_ras"`` (4×4, ``(s, h, w)``
+        index → RAS mm; NIfTI/ITK only), ``"lossy"`` (JPEG), and for DICOM ``"photometric"``, ``"inverted"``,
+        ``"laterality"`` (``"L"``/``"R"`` when tagged) and ``"view"``.
+
+    Raises:
+        DataError: missing file, unsupported extension, unreadable/truncated/corrupt file, data that is not 2-D or
+            3-D (e.g. 4-D or RGB volumes), NaN/Inf pixels, invalid spacing. The message names ``path``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        array, spacing, info = _read_dicom_series(path, display)
+    else:
+        _, ext = split_extension(path)
+        if ext in NIFTI_EXTENSIONS:
+            array, spacing, info = _read_nifti(path)
+        elif ext in ITK_EXTENSIONS:
+            array, spacing, info = _read_itk(path)
+        elif ext in PIL_EXTENSIONS:
+            array, spacing, info = _read_pil(path)
+        elif ext in DICOM_EXTENSIONS:
+            array, spacing, info = _read_dicom_file(path, display)
+        else:
+            raise DataError(f"{path}: unsupported file type; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+    info.setdefault("lossy", False)
+    array, spacing = _finish(np.asarray(array), spacing, path)
+    return array, spacing, info
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
+    """:func:`read_array` with the array cast to float32 ``(S, H, W)`` (raw intensities, any range)."""
+    array, spacing, info = read_array(path)
+    return array.astype(np.float32, copy=False), spacing, info
+
+
+def check_mask(array: np.ndarray, path: str | Path, lossy: bool = False) -> np.ndarray:
+    """Validate a lesion mask and return it as uint8 in {0, 1}, same shape.
+
+    Lossless masks must hold only {0, 1} or only {0, 255}. Lossy (JPEG) masks carry compression noise, so they are
+    thresholded at half their maximum (``value > max / 2``) with a warning. An all-zero mask is accepted here: it
+    is a lesion-free case, and the slice selection decides what to keep.
+
+    Args:
+        array: mask of any shape and integer/float/bool dtype.
+        path: file the mask came from (for messages).
+        lossy: True when the mask came from a lossy format (JPEG).
+
+    Raises:
+        DataError: a lossless mask with values outside {0, 1} / {0, 255} (the message lists the values found).
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8)
+    if lossy:
+        peak = float(array.max()) if array.size else 0.0
+        if peak <= 0:
+            return np.zeros(array.shape, np.uint8)
+        binary = (array > peak / 2).astype(np.uint8)
+        msg = f"{path}: lossy (JPEG) mask thresholded at {peak / 2:g} (half its maximum)"
+        warnings.warn(msg, stacklevel=2)
+        logger.warning(msg)
+        return binary
+    values = np.unique(array)
+    if set(values.tolist()) <= {0, 1}:
+        return array.astype(np.uint8)
+    if set(values.tolist()) <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    shown = ", ".join(f"{v:g}" for v in values[:10].tolist()) + (", ..." if values.size > 10 else "")
+    raise DataError(f"{path}: mask must hold only {{0, 1}} or {{0, 255}}, found values {shown}")
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
+    """Read a lesion mask as uint8 ``(S, H, W)`` in {0, 1} (see :func:`check_mask`); same return as :func:`read_array`.
+
+    DICOM masks are read without rescale or ``MONOCHROME1`` inversion (their stored values are the labels).
+
+    Raises:
+        DataError: as :func:`read_array` and :func:`check_mask`.
+    """
+    array, spacing, info = read_array(path, display=False)
+    return check_mask(array, path, lossy=bool(info.get("lossy"))), spacing, info
+
+
+def check_pair(
+    image_path,
+    image_shape: tuple,
+    image_spacing: tuple,
+    image_info: dict,
+    mask_path,
+    mask_shape: tuple,
+    mask_spacing: tuple,
+    mask_info: dict,
+    rtol: float = 1e-3,
+) -> None:
+    """Check that an image and its mask lie on the same voxel grid.
+
+    Checks: equal ``(S, H, W)`` shapes; spacing equal within ``rtol`` (relative); and, when both files carry an
+    affine (NIfTI/ITK, compared in RAS), equal direction cosines (within 1e-3) and origins (within half a voxel).
+
+    Raises:
+        DataError: naming both files and the mismatching shapes, spacings or orientations.
+    """
+    pair = f"image {image_path} and mask {mask_path}"
+    if tuple(image_shape) != tuple(mask_shape):
+        raise DataError(f"{pair}: shapes differ, image {tuple(image_shape)} vs mask {tuple(mask_shape)}")
+    if not np.allclose(image_spacing, mask_spacing, rtol=rtol, atol=0):
+        raise DataError(f"{pair}: spacing differs, image {tuple(image_spacing)} mm vs mask {tuple(mask_spacing)} mm")
+    a, b = image_info.get("affine_ras"), mask_info.get("affine_ras")
+    if a is None or b is None:
+        return
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    dir_a = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0, keepdims=True)
+    dir_b = b[:3, :3] / np.linalg.norm(b[:3, :3], axis=0, keepdims=True)
+    if not np.allclose(dir_a, dir_b, atol=1e-3):
+        raise DataError(
+            f"{pair}: orientation differs (direction cosines {dir_a.round(3).tolist()} vs {dir_b.round(3).tolist()})"
+        )
+    if np.abs(a[:3, 3] - b[:3, 3]).max() > 0.5 * min(image_spacing):
+        raise DataError(f"{pair}: origin differs ({a[:3, 3].round(3).tolist()} vs {b[:3, 3].round(3).tolist()} mm)")
+
+
+def read_case(image_path, mask_path, case_id: str, patient_id: str, meta: dict | None = None) -> Case:
+    """Read an image and its mask into a :class:`Case` (raw float32 intensities, uint8 {0, 1} mask).
+
+    ``breast_side`` is left ``None`` (intensity detection decides later); a DICOM ``ImageLaterality`` is kept in
+    ``meta["laterality"]`` only, since which image side the breast lies on depends on the display convention.
+
+    Raises:
+        DataError: from :func:`read_image`, :func:`read_mask` or :func:`check_pair`.
+    """
+    image, spacing, image_info = read_image(image_path)
+    mask, mask_spacing, mask_info = read_mask(mask_path)
+    check_pair(image_path, image.shape, spacing, image_info, mask_path, mask.shape, mask_spacing, mask_info)
+    extra = dict(meta or {})
+    for key in ("laterality", "view"):
+        if key in image_info:
+            extra[key] = image_info[key]
+    return Case(
+        case_id=case_id,
+        patient_id=patient_id,
+        image=image,
+        label=mask,
+        spacing=spacing,
+        breast_side=None,
+        source=f"{image_path} + {mask_path}",
+        lossy_mask=bool(mask_info.get("lossy")),
+        meta=extra,
+    )

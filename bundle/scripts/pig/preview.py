@@ -1,0 +1,93 @@
+"""PNG grids of (image, mask) pairs: the image in gray with the mask outline drawn on it."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from .checkpoint import load_weights
+from .inferer import PairedDDIMInferer
+from .sampling import sample_noise
+
+__all__ = ["pair_grid", "save_pair_grid", "preview_samples"]
+
+
+def pair_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], columns: int = 4, scale: int = 1) -> np.ndarray:
+    """Tile pairs into one RGB uint8 picture, mask outlines in red.
+
+    Args:
+        images: N arrays (H, W) in [0, 1].
+        masks: N arrays (H, W), non-zero = lesion (outline = mask minus its erosion).
+        columns: tiles per row.
+        scale: integer nearest-neighbour up-scaling per tile (small images are hard to see).
+
+    Returns:
+        (rows * H * scale, columns * W * scale, 3) uint8 array.
+    """
+    if len(images) != len(masks) or not images:
+        raise ValueError("need the same, non-zero number of images and masks")
+    tiles = []
+    for img, msk in zip(images, masks, strict=True):
+        img = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        msk = np.asarray(msk) > 0
+        rgb = np.repeat((img * 255).astype(np.uint8)[..., None], 3, axis=2)
+        edge = msk & ~ndimage.binary_erosion(msk)
+        rgb[edge] = (255, 40, 40)
+        tiles.append(np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)))
+    h, w, _ = tiles[0].shape
+    rows = -(-len(tiles) // columns)
+    grid = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, columns)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
+    return grid
+
+
+def save_pair_grid(images, masks, path: str, columns: int = 4, scale: int = 1) -> str:
+    """Write ``pair_grid`` as PNG to ``path`` (refuses to overwrite). Returns ``path``."""
+    if os.path.exists(path):
+        raise FileExistsError(f"refusing to overwrite {path}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(pair_grid(images, masks, columns, scale)).save(path)
+    return path
+
+
+def preview_samples(
+    guider_def: torch.nn.Module,
+    network_def: torch.nn.Module,
+    guider_path: str,
+    generator_path: str,
+    inferer: PairedDDIMInferer,
+    num_samples: int,
+    image_size: int,
+    path: str,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> str | None:
+    """Sample ``num_samples`` pairs from the final weights and save them as a PNG grid (training's last step).
+
+    Copies of ``guider_def`` / ``network_def`` are loaded from ``guider_path`` / ``generator_path``; an existing
+    ``path`` gets a numbered sibling instead of being overwritten. Returns the PNG path, or None if
+    ``num_samples`` < 1.
+    """
+    if num_samples < 1:
+        return None
+    guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
+    generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
+    noise = [sample_noise(seed, i, image_size) for i in range(num_samples)]
+    x0_hat, y0_hat = inferer(
+        torch.cat([n[0] for n in noise]).to(device), torch.cat([n[1] for n in noise]).to(device), guider, generator
+    )
+    images = ((y0_hat[:, 0].float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    masks = (x0_hat[:, 0].float().cpu() > 0).numpy()
+    stem, ext = os.path.splitext(path)
+    k = 1
+    while os.path.exists(path):
+        path, k = f"{stem}_{k}{ext}", k + 1
+    return save_pair_grid(list(images), list(masks), path, columns=min(4, num_samples), scale=max(1, 128 // image_size))

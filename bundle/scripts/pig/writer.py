@@ -1,0 +1,72 @@
+"""Writing generated (image, mask) pairs and their manifest without ever overwriting a file."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import nibabel as nib
+
+__all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest"]
+
+MANIFEST_FIELDS = ("id", "image", "label", "seed", "sample_index", "lesion_area_px", "guider", "generator")
+
+
+def pair_paths(output_dir: str, sample_id: str) -> tuple[str, str]:
+    """``(<output_dir>/<id>_image.nii.gz, <output_dir>/<id>_label.nii.gz)``."""
+    return (os.path.join(output_dir, f"{sample_id}_image.nii.gz"), os.path.join(output_dir, f"{sample_id}_label.nii.gz"))
+
+
+def check_free(paths: Sequence[str]) -> None:
+    """Refuse before anything is written if any target exists or the folder is not writable.
+
+    Raises:
+        FileExistsError: names the first existing file.
+        PermissionError: the output folder cannot be written.
+    """
+    for p in paths:
+        if os.path.exists(p):
+            raise FileExistsError(f"refusing to overwrite {p}: choose a new --output_dir or move the old outputs")
+    folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"output folder {folder} is not writable")
+
+
+def _affine(spacing_mm: Sequence[float]) -> np.ndarray:
+    return np.diag([float(spacing_mm[0]), float(spacing_mm[1]), 1.0, 1.0])
+
+
+def write_pair(
+    image: torch.Tensor, label: torch.Tensor, image_path: str, label_path: str, spacing_mm: Sequence[float]
+) -> None:
+    """Write one pair as 2-D NIfTI with nibabel (no resampling), the same affine for both.
+
+    Args:
+        image: (1, H, W) or (H, W) generated slice, float in [0, 1]; written as float32.
+        label: (1, H, W) or (H, W) mask in {0, 1}; written as uint8.
+        image_path, label_path: target files (``.nii.gz``), must not exist (see ``check_free``).
+        spacing_mm: (row, column) pixel spacing in mm, stored in the affine.
+    """
+    affine = _affine(spacing_mm)
+    for arr, path, dtype in ((image, image_path, np.float32), (label, label_path, np.uint8)):
+        data = torch.as_tensor(arr).detach().cpu().reshape(arr.shape[-2:]).numpy().astype(dtype)
+        img = nib.Nifti1Image(data, affine)
+        img.header.set_xyzt_units("mm")
+        nib.save(img, path)
+
+
+def write_manifest(path: str, rows: list[dict]) -> None:
+    """Write ``manifest.csv`` (columns ``MANIFEST_FIELDS``, paths relative to its folder); refuses to overwrite."""
+    if os.path.exists(path):
+        raise FileExistsError(f"refusing to overwrite {path}")
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
