@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
 from scripts.data.case import DataError
 from scripts.data.duke import REQUIRED_COLUMNS, ellipse_mask, load_duke_cases, read_box_table
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import scripts.data.prepare as prepare_mod
 from PIL import Image
+
+import scripts.data.prepare as prepare_mod
 from scripts.data.case import Case, DataError
 from scripts.data.prepare import prepare_dataset, split_patients
 

@@ -11,6 +11,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
 from scripts.data.case import DataError
 from scripts.data.readers import check_mask, check_pair, read_array, read_case, read_mask, split_extension
 

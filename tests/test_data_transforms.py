@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scripts.data.case import DataError
 from scripts.data.transforms import (
     CropBreastRegiond,

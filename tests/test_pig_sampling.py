@@ -187,8 +187,16 @@ def _tiny_nets():
     from monai.networks.nets import DiffusionModelUNet
 
     torch.manual_seed(0)
-    kw = dict(spatial_dims=2, in_channels=2, out_channels=1, channels=(8, 8), attention_levels=(False, False),
-              num_res_blocks=1, norm_num_groups=8, num_head_channels=8)
+    kw = dict(
+        spatial_dims=2,
+        in_channels=2,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+    )
     return DiffusionModelUNet(**kw).eval(), DiffusionModelUNet(**kw).eval()
 
 

@@ -20,9 +20,16 @@ def scheduler(clip_sample=True):
 
 def tiny_unet(seed=0):
     torch.manual_seed(seed)
-    return DiffusionModelUNet(spatial_dims=2, in_channels=2, out_channels=1, channels=(8, 8),
-                              attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8,
-                              num_head_channels=8)
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=2,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+    )
 
 
 def batch(n=4, size=16):
@@ -33,8 +40,15 @@ def batch(n=4, size=16):
 
 
 def test_paper_architecture_parameter_count():
-    net = DiffusionModelUNet(spatial_dims=2, in_channels=2, out_channels=1, channels=(32, 32, 64, 64, 128, 128),
-                             attention_levels=(False,) * 5 + (True,), num_res_blocks=2, num_head_channels=32)
+    net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=2,
+        out_channels=1,
+        channels=(32, 32, 64, 64, 128, 128),
+        attention_levels=(False,) * 5 + (True,),
+        num_res_blocks=2,
+        num_head_channels=32,
+    )
     assert sum(p.numel() for p in net.parameters()) == 7_125_409
 
 
@@ -58,7 +72,7 @@ def test_guider_sees_noisy_pair_with_one_timestep():
     seen = {}
 
     class Rec(torch.nn.Module):
-        def forward(self, x, timesteps):
+        def forward(self, x, timesteps, **kwargs):
             seen["x"], seen["t"] = x, timesteps
             return x[:, :1]
 
@@ -84,9 +98,14 @@ def test_generator_training_leaves_guider_untouched_and_gradient_free():
     before_guider = {k: v.clone() for k, v in guider.state_dict().items()}
     before_gen = {k: v.clone() for k, v in generator.state_dict().items()}
     trainer = SupervisedTrainer(
-        device="cpu", max_epochs=1, train_data_loader=_loader(), network=generator,
-        optimizer=torch.optim.Adam(generator.parameters(), 1e-3), loss_function=torch.nn.MSELoss(),
-        prepare_batch=PairedDiffusionPrepareBatch(T), iteration_update=GeneratorIteration(guider, scheduler()),
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=_loader(),
+        network=generator,
+        optimizer=torch.optim.Adam(generator.parameters(), 1e-3),
+        loss_function=torch.nn.MSELoss(),
+        prepare_batch=PairedDiffusionPrepareBatch(T),
+        iteration_update=GeneratorIteration(guider, scheduler()),
     )
     trainer.run()
     for k, v in guider.state_dict().items():

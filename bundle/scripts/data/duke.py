@@ -214,7 +214,7 @@ def load_duke_cases(dataset_dir: str | Path, include_architectural_distortion: b
         ``n_ad_boxes`` (absent columns give ``None``).
 
     Raises:
-        DataError: everything :func:`read_box_table` raises (checked before the first case is yielded); a view
+        DataError: everything :func:`read_box_table` raises (checked on the first ``next()``, before any case); a view
             without laterality; two files with the same safe case id; and, while iterating, an unreadable image,
             an image whose size differs from ``image_width``/``image_height``, or a box outside the real image.
     """

@@ -122,7 +122,7 @@ def split_patients(patients, val_fraction: float, seed: int) -> set[str]:
         return set()
     n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
-    return set(ids)
+    return {ids[i] for i in order[:n_val]}
 
 
 def _save(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:

@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     checkpoint,
     generator_iteration,
     inferer,
+    pair_stats,
     prepare_batch,
     preview,
     runinfo,

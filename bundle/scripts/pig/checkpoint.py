@@ -71,7 +71,9 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def load_weights(network: torch.nn.Module, path: str, what: str = "network", map_location: Any = "cpu") -> torch.nn.Module:
+def load_weights(
+    network: torch.nn.Module, path: str, what: str = "network", map_location: Any = "cpu"
+) -> torch.nn.Module:
     """Load a plain ``state_dict`` (or a resume checkpoint's ``"model"`` entry) into ``network``, strictly.
 
     Args:
@@ -129,7 +131,9 @@ class ResumeCheckpointLoader(CheckpointLoader):
             self.logger.info(f"no resume checkpoint at {self.load_path}: starting from scratch")
             return
         super().__call__(engine)
-        self.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        self.logger.info(
+            f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        )
 
 
 class StageCheckpointer:

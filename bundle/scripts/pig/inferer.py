@@ -85,7 +85,9 @@ class PairedDDIMInferer(Inferer):
             ValueError: ``x_T`` and ``y_T`` of different shapes or not 4-D.
         """
         if x_T.shape != y_T.shape or x_T.ndim != 4:
-            raise ValueError(f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}")
+            raise ValueError(
+                f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}"
+            )
         x_t, y_t = x_T, y_T
         x0_hat = y0_hat = None
         for t in self.scheduler.timesteps:

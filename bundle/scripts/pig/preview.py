@@ -18,7 +18,9 @@ from .sampling import sample_noise
 __all__ = ["pair_grid", "save_pair_grid", "preview_samples"]
 
 
-def pair_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], columns: int = 4, scale: int = 1) -> np.ndarray:
+def pair_grid(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], columns: int = 4, scale: int = 1
+) -> np.ndarray:
     """Tile pairs into one RGB uint8 picture, mask outlines in red.
 
     Args:

@@ -65,7 +65,7 @@ def record_run(run_dir: str, workflow: str, seed: int, extra: dict | None = None
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(run_dir, "runs", f"{stamp}_{workflow}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     record = {

@@ -6,9 +6,9 @@ import csv
 import os
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
-import nibabel as nib
 
 __all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest"]
 
@@ -17,7 +17,10 @@ MANIFEST_FIELDS = ("id", "image", "label", "seed", "sample_index", "lesion_area_
 
 def pair_paths(output_dir: str, sample_id: str) -> tuple[str, str]:
     """``(<output_dir>/<id>_image.nii.gz, <output_dir>/<id>_label.nii.gz)``."""
-    return (os.path.join(output_dir, f"{sample_id}_image.nii.gz"), os.path.join(output_dir, f"{sample_id}_label.nii.gz"))
+    return (
+        os.path.join(output_dir, f"{sample_id}_image.nii.gz"),
+        os.path.join(output_dir, f"{sample_id}_label.nii.gz"),
+    )
 
 
 def check_free(paths: Sequence[str]) -> None:

@@ -1,0 +1,90 @@
+"""End-to-end ``python -m monai.bundle run`` with the smoke overlay, as a user runs it from ``bundle/``."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+pytestmark = pytest.mark.slow
+
+
+def bundle_run(workflow: str, config: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        workflow,
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        f"['configs/{config}','configs/smoke.json']",
+        "--logging_file",
+        "configs/logging.conf",
+        *args,
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def check_pairs(out: Path, n: int, size: int) -> list[dict]:
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n
+    for row in rows:
+        img, lab = nib.load(out / row["image"]), nib.load(out / row["label"])
+        assert img.shape == lab.shape == (size, size)
+        assert img.get_data_dtype() == np.float32 and lab.get_data_dtype() == np.uint8
+        data = img.get_fdata()
+        assert np.isfinite(data).all() and 0.0 <= data.min() and data.max() <= 1.0
+        assert set(np.unique(lab.get_fdata())) <= {0.0, 1.0}
+        assert np.allclose(img.affine, lab.affine)
+        assert int(row["lesion_area_px"]) == int(lab.get_fdata().sum())
+        assert row["guider"].startswith("guider.pt:sha256=") and row["generator"].startswith("generator.pt:sha256=")
+    return rows
+
+
+def train_and_sample(tmp_path: Path, n: int, *data_args: str) -> tuple[Path, Path]:
+    ckpt, out, cache = tmp_path / "ckpt dir", tmp_path / "out", tmp_path / "cache"
+    bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
+    for name in ("guider.pt", "generator.pt", "guider_checkpoint.pt", "generator_checkpoint.pt", "dataset.json"):
+        assert (ckpt / name).is_file(), name
+    assert list((ckpt / "runs").glob("*_training.json"))
+    assert (ckpt / "preview.png").is_file()
+    bundle_run(
+        "inference", "inference.json", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", str(n)
+    )
+    check_pairs(out, n, 32)
+    return ckpt, out
+
+
+def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
+    ckpt, out = train_and_sample(tmp_path, 3)
+    # A second training run finds both stages complete and leaves the weights alone.
+    before = (ckpt / "generator.pt").read_bytes()
+    proc = bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(tmp_path / "cache"))
+    assert "stage already complete" in proc.stdout + proc.stderr
+    assert (ckpt / "generator.pt").read_bytes() == before
+    # Inference never overwrites: the same output folder is refused before anything is written.
+    with pytest.raises(AssertionError, match="refusing to overwrite"):
+        bundle_run(
+            "inference", "inference.json", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3"
+        )
+
+
+def test_smoke_training_and_inference_on_duke_slices(tmp_path, duke_dir):
+    ckpt, out = train_and_sample(tmp_path, 8, "--dataset_dir", str(duke_dir))
+    import json
+
+    summary = json.loads((ckpt / "dataset.json").read_text())
+    assert summary["num_train_slices"] > 0
+    assert not set(summary["train_patients"]) & set(summary["validation_patients"])
