@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: puts the bundle root on ``sys.path`` (as ``monai.bundle run`` does) and locates shared data."""
+"""Shared pytest fixtures: put the bundle root on ``sys.path`` (as ``monai.bundle run`` does), locate shared data."""
 
 import os
 import sys

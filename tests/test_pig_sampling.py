@@ -216,7 +216,7 @@ def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path):
     first = run(7, tmp_path / "a", batch_size=2)
     again = run(7, tmp_path / "b", batch_size=3)  # batch size must not change the samples
     other = run(8, tmp_path / "c", batch_size=2)
-    for (ia, la), (ib, lb) in zip(first, again):
+    for (ia, la), (ib, lb) in zip(first, again, strict=True):
         np.testing.assert_array_equal(ia.get_fdata(), ib.get_fdata())
         np.testing.assert_array_equal(la.get_fdata(), lb.get_fdata())
     assert not np.array_equal(first[0][0].get_fdata(), other[0][0].get_fdata())

@@ -54,7 +54,8 @@ class Case:
             )
         if self.image.shape != self.label.shape:
             raise DataError(
-                f"{self.source or self.case_id}: image shape {self.image.shape} and mask shape {self.label.shape} differ"
+                f"{self.source or self.case_id}: image shape {self.image.shape} and mask shape "
+                f"{self.label.shape} differ"
             )
         if self.breast_side not in (None, "left", "right"):
             raise DataError(f"{self.source or self.case_id}: breast_side must be 'left', 'right' or None")
