@@ -88,3 +88,34 @@ def test_smoke_training_and_inference_on_duke_slices(tmp_path, duke_dir):
     summary = json.loads((ckpt / "dataset.json").read_text())
     assert summary["num_train_slices"] > 0
     assert not set(summary["train_patients"]) & set(summary["validation_patients"])
+
+
+def test_interrupted_training_resumes_from_checkpoint(tmp_path):
+    """A run stopped after its first epoch continues from the resume checkpoint instead of starting over."""
+    import torch
+
+    ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
+    bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), "--max_epochs", "1")
+    first = torch.load(ckpt / "guider_checkpoint.pt", weights_only=True)
+    assert first["trainer"]["iteration"] == 2  # ignite stores the iteration: 1 epoch x epoch_length 2
+    # Simulate a run interrupted after epoch 1: only the resume checkpoints are left.
+    for name in ("guider.pt", "generator.pt", "generator_checkpoint.pt"):
+        (ckpt / name).unlink()
+    proc = bundle_run(
+        "training",
+        "train.json",
+        "--ckpt_dir",
+        str(ckpt),
+        "--cache_dir",
+        str(cache),
+        "--max_epochs",
+        "2",
+        "--use_ema",
+        "true",
+    )
+    log = proc.stdout + proc.stderr
+    assert "resumed from" in log and "at epoch 1" in log
+    resumed = torch.load(ckpt / "guider_checkpoint.pt", weights_only=True)
+    assert resumed["trainer"]["iteration"] == 4  # 2 epochs x epoch_length 2, the first one not repeated
+    assert (ckpt / "generator.pt").is_file()
+    assert "ema" in torch.load(ckpt / "generator_checkpoint.pt", weights_only=True)

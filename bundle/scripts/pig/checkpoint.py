@@ -111,7 +111,11 @@ class ResumeCheckpointLoader(CheckpointLoader):
     """MONAI ``CheckpointLoader`` that also restores the engine it is attached to and tolerates a missing file.
 
     A config cannot reference a trainer inside its own handler list, so the engine is added under ``"trainer"`` when
-    the handler is attached. If ``load_path`` does not exist when the engine starts, training starts fresh.
+    the handler is attached. If ``load_path`` does not exist when the engine starts, training starts fresh; objects
+    the file does not hold start fresh with a warning (an ``"ema"`` copy starts from the resumed model).
+
+    Raises:
+        ValueError: unreadable checkpoint, or one of another architecture (from ``CheckpointLoader``).
 
     Args:
         load_path: resume checkpoint (``<ckpt_dir>/<stage>_checkpoint.pt``).
@@ -130,10 +134,24 @@ class ResumeCheckpointLoader(CheckpointLoader):
         if not os.path.isfile(self.load_path):
             self.logger.info(f"no resume checkpoint at {self.load_path}: starting from scratch")
             return
-        super().__call__(engine)
-        self.logger.info(
-            f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
-        )
+        try:
+            stored = set(torch.load(self.load_path, map_location="cpu", weights_only=True))
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+            raise ValueError(f"cannot read resume checkpoint {self.load_path}: {e}") from e
+        wanted = self.load_dict
+        missing = [k for k in wanted if k not in stored]
+        self.load_dict = {k: v for k, v in wanted.items() if k in stored}
+        try:
+            super().__call__(engine)
+        finally:
+            self.load_dict = wanted
+        if missing:
+            self.logger.warning(f"{self.load_path} holds no {missing}: those start fresh")
+        if "ema" in missing and "model" in wanted:
+            # EMA switched on in a resumed run: start the average from the resumed weights, not the initial ones.
+            wanted["ema"].load_state_dict(wanted["model"].state_dict())
+        state = engine.state
+        self.logger.info(f"resumed from {self.load_path} at epoch {state.epoch}, iteration {state.iteration}")
 
 
 class StageCheckpointer:

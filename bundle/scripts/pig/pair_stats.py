@@ -15,7 +15,15 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["pair_statistics", "summarise", "load_manifest_pairs", "load_datalist_pairs", "compare"]
+__all__ = [
+    "pair_statistics",
+    "summarise",
+    "load_manifest_pairs",
+    "load_datalist_pairs",
+    "compare",
+    "markdown_table",
+    "main",
+]
 
 
 def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> dict:
@@ -86,3 +94,56 @@ def compare(real: list[tuple[np.ndarray, np.ndarray]], generated: list[tuple[np.
         "real": summarise(pair_statistics(i, m) for i, m in real),
         "generated": summarise(pair_statistics(i, m) for i, m in generated),
     }
+
+
+def markdown_table(result: dict) -> str:
+    """Markdown table of ``compare``'s output (mean ± std per statistic, real vs generated)."""
+    rows = [
+        ("pairs", "n", None),
+        ("lesion area (px)", "area_px", 0),
+        ("connected components", "components", 2),
+        ("contrast inside mask - ring (image units, [0, 1])", "contrast", 3),
+        ("contrast / image std", "contrast_std_units", 2),
+        ("empty masks (share)", "empty_mask_fraction", 2),
+    ]
+    lines = ["| statistic | real | generated |", "|---|---|---|"]
+    for label, key, nd in rows:
+        cells = []
+        for side in ("real", "generated"):
+            s = result[side]
+            if nd is None:
+                cells.append(str(s.get(key)))
+            elif f"{key}_mean" in s:
+                cells.append(f"{s[f'{key}_mean']:.{nd}f} ± {s[f'{key}_std']:.{nd}f}")
+            else:
+                cells.append(f"{s.get(key, float('nan')):.{nd}f}")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """CLI: ``python -m scripts.pig.pair_stats --datalist <cache>/<key>/datalist.json --generated <output_dir>``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datalist", required=True, help="datalist.json of the prepared real slices")
+    parser.add_argument("--split", default="train", help="which split of the datalist is the real reference")
+    parser.add_argument("--generated", required=True, help="PIG inference output folder (with manifest.csv)")
+    parser.add_argument("--grid", default=None, help="optional PNG path for a grid of generated pairs")
+    args = parser.parse_args(argv)
+    result = compare(load_datalist_pairs(args.datalist, args.split), load_manifest_pairs(args.generated))
+    print(json.dumps(result, indent=2))
+    print(markdown_table(result))
+    if args.grid:
+        from .preview import save_pair_grid
+
+        generated = load_manifest_pairs(args.generated)
+        size = generated[0][0].shape[-1]
+        save_pair_grid(
+            [g[0] for g in generated], [g[1] for g in generated], args.grid, columns=8, scale=max(1, 128 // size)
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
