@@ -23,3 +23,25 @@ def duke_dir() -> Path:
             pytest.fail(f"shared Duke data missing at {DUKE_DIR}: CI must run beside ../shared/data")
         pytest.skip(f"shared Duke data not found at {DUKE_DIR}")
     return DUKE_DIR
+
+
+@pytest.fixture
+def tiny_unet():
+    """Factory of seeded, tiny 2-in/1-out MONAI ``DiffusionModelUNet``s (8 channels, 16 px inputs and up)."""
+    import torch
+    from monai.networks.nets import DiffusionModelUNet
+
+    def make(seed: int = 0) -> DiffusionModelUNet:
+        torch.manual_seed(seed)
+        return DiffusionModelUNet(
+            spatial_dims=2,
+            in_channels=2,
+            out_channels=1,
+            channels=(8, 8),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            norm_num_groups=8,
+            num_head_channels=8,
+        )
+
+    return make

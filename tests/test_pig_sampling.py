@@ -183,27 +183,10 @@ def test_sample_noise_reproducible_and_seed_dependent():
     assert not torch.equal(a[0], a[1]), "x_T and y_T must be independent draws"
 
 
-def _tiny_nets():
-    from monai.networks.nets import DiffusionModelUNet
-
-    torch.manual_seed(0)
-    kw = dict(
-        spatial_dims=2,
-        in_channels=2,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_head_channels=8,
-    )
-    return DiffusionModelUNet(**kw).eval(), DiffusionModelUNet(**kw).eval()
-
-
-def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path):
+def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path, tiny_unet):
     import nibabel as nib
 
-    guider, generator = _tiny_nets()
+    guider, generator = tiny_unet(0).eval(), tiny_unet(1).eval()
 
     def run(seed, out, batch_size):
         inferer = PairedDDIMInferer(make_scheduler(clip_sample=True), num_inference_steps=3)

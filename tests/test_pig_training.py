@@ -18,20 +18,6 @@ def scheduler(clip_sample=True):
     return DDPMScheduler(T, schedule="linear_beta", beta_start=1e-4, beta_end=0.02, clip_sample=clip_sample)
 
 
-def tiny_unet(seed=0):
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=2,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_head_channels=8,
-    )
-
-
 def batch(n=4, size=16):
     g = torch.Generator().manual_seed(0)
     label = torch.where(torch.rand(n, 1, size, size, generator=g) > 0.8, 1.0, -1.0)
@@ -93,7 +79,7 @@ def _loader(n=4):
     return torch.utils.data.DataLoader(data, batch_size=2)
 
 
-def test_generator_training_leaves_guider_untouched_and_gradient_free():
+def test_generator_training_leaves_guider_untouched_and_gradient_free(tiny_unet):
     guider, generator = tiny_unet(0), tiny_unet(1)
     before_guider = {k: v.clone() for k, v in guider.state_dict().items()}
     before_gen = {k: v.clone() for k, v in generator.state_dict().items()}
@@ -116,7 +102,7 @@ def test_generator_training_leaves_guider_untouched_and_gradient_free():
     assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))  # output is decollated per sample
 
 
-def test_generator_is_conditioned_on_guider_x0_hat_and_weighted():
+def test_generator_is_conditioned_on_guider_x0_hat_and_weighted(tiny_unet):
     seen = {}
 
     class Rec(torch.nn.Module):

@@ -82,10 +82,20 @@ def load_manifest_pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def load_datalist_pairs(datalist_json: str, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, mask) arrays of a prepared slice set (``<cache>/<key>/datalist.json``), images mapped to [0, 1]."""
+    """(image, mask) arrays of a prepared slice set (``<cache>/<key>/datalist.json``), images mapped to [0, 1].
+
+    Relative paths in the datalist are relative to its folder.
+    """
     with open(datalist_json, encoding="utf-8") as f:
         items = json.load(f)[split]
-    return [((nib.load(d["image"]).get_fdata() + 1) / 2, nib.load(d["label"]).get_fdata()) for d in items]
+    root = os.path.dirname(os.path.abspath(datalist_json))
+    return [
+        (
+            (nib.load(os.path.join(root, d["image"])).get_fdata() + 1) / 2,
+            nib.load(os.path.join(root, d["label"])).get_fdata(),
+        )
+        for d in items
+    ]
 
 
 def compare(real: list[tuple[np.ndarray, np.ndarray]], generated: list[tuple[np.ndarray, np.ndarray]]) -> dict:
