@@ -111,7 +111,7 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
         "--max_epochs",
         "2",
         "--use_ema",
-        "true",
+        "True",
     )
     log = proc.stdout + proc.stderr
     assert "resumed from" in log and "at epoch 1" in log

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     binarize,
     checkpoint,
+    flags,
     generator_iteration,
     inferer,
     pair_stats,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 
 __all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest"]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("id", "image", "label", "seed", "sample_index", "lesion_area_px", "guider", "generator")
 
@@ -32,7 +35,9 @@ def check_free(paths: Sequence[str]) -> None:
     """
     for p in paths:
         if os.path.exists(p):
-            raise FileExistsError(f"refusing to overwrite {p}: choose a new --output_dir or move the old outputs")
+            msg = f"refusing to overwrite {p}: choose a new --output_dir or move the old outputs"
+            logger.error(msg)  # MONAI wraps the exception in a long traceback; say it plainly first
+            raise FileExistsError(msg)
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
