@@ -1,3 +1,3 @@
-"""Python the PIG bundle configs import (``$import scripts``): data pipeline and the PIG-specific engines."""
+"""Python the bundle configs import (``$import scripts``): data pipeline, PIG engines, downstream segmentation."""
 
-from . import data, pig  # noqa: F401
+from . import data, pig, seg  # noqa: F401

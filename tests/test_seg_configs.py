@@ -1,0 +1,137 @@
+"""Segmentation configs: overlay ids exist, MONAI Label / model-zoo ids present, laterality-safe flips, metadata."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+# seg_evaluate.json is layered on seg_train.json, so the smoke overlay is checked against the merged pair.
+BASES = {
+    "seg_train.json": ["seg_train.json"],
+    "seg_evaluate.json": ["seg_train.json", "seg_evaluate.json"],
+    "seg_inference.json": ["seg_inference.json"],
+}
+OVERLAYS = ["seg_smoke.json"]
+
+
+def load(name):
+    with open(CONFIGS / name, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def parser(*names):
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / n) for n in names])
+    return p
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("base", list(BASES))
+def test_overlay_ids_exist_in_base(overlay, base):
+    # MONAI silently adds unknown ids, so a typo in an overlay would give a full-size "smoke" run.
+    over = load(overlay)
+    merged = {}
+    for name in BASES[base]:
+        merged.update(load(name))
+    assert all("#" not in k and "::" not in k and not k.startswith("+") for k in over), "overlay ids must be flat"
+    missing = sorted(set(over) - set(merged))
+    assert not missing, f"{overlay} sets ids absent from {base}: {missing}"
+    assert "dataset_dir" not in over
+
+
+TRAIN_IDS = [
+    "bundle_root", "device", "dataset_dir", "ckpt_dir", "output_dir", "network_def", "network", "preprocessing",
+    "postprocessing", "inferer", "train#trainer", "train#trainer#max_epochs", "train#dataset", "train#dataset#data",
+    "train#handlers", "validate#evaluator", "validate#handlers", "validate#dataset", "validate#dataset#data",
+    "val_interval", "initialize", "training", "run", "num_folds", "fold", "synthetic_dir", "num_synthetic",
+    "synthetic_ratio", "cache_dir", "image_size", "crop_mode",
+]  # fmt: skip
+INFER_IDS = [
+    "bundle_root", "device", "ckpt_dir", "output_dir", "network_def", "network", "preprocessing", "postprocessing",
+    "inferer", "inference", "run",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "names, ids",
+    [
+        (["seg_train.json"], TRAIN_IDS),
+        (["seg_train.json", "seg_evaluate.json"], TRAIN_IDS + ["evaluating"]),
+        (["seg_inference.json"], INFER_IDS),
+    ],
+)
+def test_monai_label_and_model_zoo_ids(names, ids):
+    p = parser(*names)
+    missing = [i for i in ids if i not in p]
+    assert not missing, f"{names} lacks {missing}"
+
+
+@pytest.mark.parametrize("kind, names", [("train", ["seg_train.json"]), ("infer", ["seg_inference.json"])])
+def test_monai_bundle_properties(kind, names):
+    """The ids of MONAI's required Train/Infer properties (what ``ConfigWorkflow.check_properties`` looks up)."""
+    from monai.bundle.properties import InferProperties, TrainProperties
+    from monai.utils import BundleProperty, BundlePropertyConfig
+
+    props = TrainProperties if kind == "train" else InferProperties
+    p = parser(*names)
+    required = [v[BundlePropertyConfig.ID] for v in props.values() if v.get(BundleProperty.REQUIRED)]
+    assert required
+    assert not [i for i in required if i not in p]
+    if kind == "train":  # ValidationHandler wired to the validate ids, as MONAI's optional-id check expects
+        handler = next(h for h in p["train#handlers"] if h["_target_"] == "ValidationHandler")
+        assert handler["validator"] == "@validate#evaluator" and handler["interval"] == "@val_interval"
+
+
+def _components(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node
+        for v in node.values():
+            yield from _components(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _components(v)
+
+
+@pytest.mark.parametrize("name", ["seg_train.json", "seg_inference.json"])
+def test_flips_keep_the_chest_wall_left_and_keys_are_image_label_pred(name):
+    comps = list(_components(load(name)))
+    flips = [c for c in comps if "Flip" in c["_target_"]]
+    assert all(c["spatial_axis"] == 0 for c in flips), "only vertical flips: rows reversed, columns kept"
+    if name == "seg_train.json":
+        assert flips
+    keys = {k for c in comps for k in ([c["keys"]] if isinstance(c.get("keys"), str) else c.get("keys", []))}
+    assert keys <= {"image", "label", "pred"}
+
+
+def test_train_and_inference_networks_match_and_fit_64_to_512_px():
+    train_net = parser("seg_train.json").get_parsed_content("network_def")
+    infer_net = parser("seg_inference.json").get_parsed_content("network_def")
+    assert train_net.state_dict().keys() == infer_net.state_dict().keys()
+    train_net.eval()
+    with torch.no_grad():
+        for size in (64, 512):
+            assert train_net(torch.zeros(1, 1, size, size)).shape == (1, 2, size, size)
+    loss = parser("seg_train.json").get_parsed_content("loss")
+    assert type(loss).__name__ == "DiceCELoss"
+
+
+def test_seg_metadata_fields():
+    meta = load("seg_metadata.json")
+    for key in [
+        "schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+        "required_packages_version", "name", "task", "description", "authors", "copyright", "data_source",
+        "data_type", "image_classes", "label_classes", "pred_classes", "intended_use", "references",
+        "network_data_format",
+    ]:  # fmt: skip
+        assert meta.get(key), f"seg_metadata.json lacks {key}"
+    assert "eval_metrics" in meta
+    assert meta["version"] in meta["changelog"]
+    fmt = meta["network_data_format"]
+    assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
+    assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["outputs"]["pred"]["num_channels"] == 2
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "mass"}
+    assert len(fmt["inputs"]["image"]["spatial_shape"]) == 2

@@ -1,0 +1,146 @@
+"""Synthetic PIG pairs: training set only, in the requested number, [0, 1] -> [-1, 1], confined to their folder."""
+
+import csv
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from scripts.pig.writer import MANIFEST_FIELDS, pair_paths, write_manifest, write_pair
+from scripts.seg.synthetic import SYNTHETIC_KEY, SyntheticToRealRanged, read_manifest, synthetic_items
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+
+
+def make_pig_folder(folder: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
+    """A PIG inference output folder as ``scripts.pig.sampling.generate_pairs`` writes it: n pairs + manifest.csv."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        sid = f"pig-s{seed}-{i:05d}"
+        image = torch.from_numpy(rng.uniform(0.0, 1.0, (size, size)).astype(np.float32))
+        label = torch.zeros(size, size, dtype=torch.uint8)
+        label[size // 4 : size // 2, size // 4 : size // 2] = 1
+        img_path, lab_path = pair_paths(str(folder), sid)
+        write_pair(image, label, img_path, lab_path, (1.0, 1.0))
+        row = dict.fromkeys(MANIFEST_FIELDS, "")
+        row.update(id=sid, image=os.path.basename(img_path), label=os.path.basename(lab_path), seed=seed,
+                   sample_index=i, lesion_area_px=int(label.sum()))  # fmt: skip
+        rows.append(row)
+    write_manifest(str(folder / "manifest.csv"), rows)
+    return folder
+
+
+def rewrite_manifest(folder: Path, row: int, key: str, value: str) -> None:
+    path = folder / "manifest.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[row][key] = value
+    path.unlink()
+    write_manifest(str(path), rows)
+
+
+def test_counts_by_number_and_ratio_first_rows_first(tmp_path):
+    folder = make_pig_folder(tmp_path / "pig", n=4)
+    items = synthetic_items(str(folder), num_synthetic=3, image_size=32)
+    assert [it["case_id"] for it in items] == [f"pig-s0-{i:05d}" for i in range(3)]
+    assert all(it[SYNTHETIC_KEY] == 1 and os.path.isabs(it["image"]) for it in items)
+    assert len(synthetic_items(str(folder), synthetic_ratio=0.5, num_real=6)) == 3
+    assert len(synthetic_items(str(folder), synthetic_ratio=0.0, num_real=6)) == 0
+    assert len(synthetic_items(str(folder))) == 4  # neither count: every listed pair
+    assert synthetic_items(None) == []
+
+
+def test_invalid_requests_are_refused(tmp_path):
+    folder = make_pig_folder(tmp_path / "pig", n=4)
+    with pytest.raises(ValueError, match="only 4"):
+        synthetic_items(str(folder), num_synthetic=5)
+    with pytest.raises(ValueError, match="not both"):
+        synthetic_items(str(folder), num_synthetic=1, synthetic_ratio=0.1)
+    with pytest.raises(ValueError, match="need synthetic_dir"):
+        synthetic_items(None, num_synthetic=2)
+    with pytest.raises(ValueError, match="expected 64"):
+        synthetic_items(str(folder), num_synthetic=1, image_size=64)
+    with pytest.raises(FileNotFoundError, match="manifest.csv"):
+        synthetic_items(str(tmp_path), num_synthetic=1)
+
+
+@pytest.mark.parametrize("escape", ["../outside_image.nii.gz", "ABS", "sub/../../outside_image.nii.gz", "LINK"])
+def test_manifest_paths_outside_the_folder_are_refused(tmp_path, escape):
+    folder = make_pig_folder(tmp_path / "pig", n=2)
+    outside = tmp_path / "outside_image.nii.gz"
+    outside.write_bytes((folder / "pig-s0-00000_image.nii.gz").read_bytes())
+    if escape == "ABS":
+        escape = str(outside)
+    elif escape == "LINK":
+        (folder / "link_image.nii.gz").symlink_to(outside)
+        escape = "link_image.nii.gz"
+    rewrite_manifest(folder, 1, "image", escape)
+    with pytest.raises(ValueError, match="points outside"):
+        read_manifest(str(folder))
+
+
+def test_missing_listed_file_is_an_error(tmp_path):
+    folder = make_pig_folder(tmp_path / "pig", n=2)
+    (folder / "pig-s0-00001_label.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="line 3: label"):
+        read_manifest(str(folder))
+
+
+def test_synthetic_images_are_mapped_to_the_real_range_labels_and_real_items_untouched():
+    t = SyntheticToRealRanged(keys="image")
+    img = torch.tensor([[[0.0, 0.25, 1.0]]])
+    lab = torch.tensor([[[0.0, 1.0, 1.0]]])
+    out = t({"image": img, "label": lab, SYNTHETIC_KEY: 1})
+    assert out["image"].tolist() == [[[-1.0, -0.5, 1.0]]]
+    assert torch.equal(out["label"], lab)
+    real = t({"image": img, "label": lab})
+    assert torch.equal(real["image"], img)
+
+
+def test_training_config_pipeline_maps_synthetic_pairs(tmp_path):
+    """The configured training preprocessing loads a PIG pair into [-1, 1] with its {0, 1} mask."""
+    folder = make_pig_folder(tmp_path / "pig", n=1)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "seg_train.json"), str(CONFIGS / "seg_smoke.json")])
+    for key in ("flip_prob", "rotate_prob", "zoom_prob", "intensity_prob"):
+        parser[key] = 0.0
+    item = synthetic_items(str(folder))[0]
+    out = parser.get_parsed_content("train#preprocessing")(item)
+    raw = torch.as_tensor(np.asarray(nib.load(item["image"]).dataobj))
+    assert set(out) == {"image", "label"}
+    assert torch.allclose(out["image"][0], raw * 2 - 1)
+    assert out["image"].min() >= -1 and out["image"].max() <= 1
+    assert set(out["label"].unique().tolist()) == {0.0, 1.0}
+
+
+def fake_datalist():
+    items = [
+        {"image": f"r{i}_image.nii.gz", "label": f"r{i}_label.nii.gz", "patient_id": f"P{i // 2}"} for i in range(12)
+    ]
+    return {"train": items[:8], "validation": items[8:]}
+
+
+@pytest.mark.parametrize("request_", [("num_synthetic", 4, 4), ("synthetic_ratio", 0.5, None)])
+def test_synthetic_pairs_enter_the_training_set_only(tmp_path, request_):
+    key, value, expected = request_
+    folder = make_pig_folder(tmp_path / "pig", n=6)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "seg_train.json"), str(CONFIGS / "seg_smoke.json")])
+    parser["datalist"] = fake_datalist()
+    parser["synthetic_dir"] = str(folder)
+    parser[key] = value
+    split = parser.get_parsed_content("split")
+    train = parser.get_parsed_content("train#dataset#data")
+    validation = parser.get_parsed_content("validate#dataset#data")
+    n_syn = sum(1 for it in train if it.get(SYNTHETIC_KEY))
+    if expected is None:  # ratio: relative to the real training items of this fold
+        expected = round(value * len(split["train"]))
+    assert n_syn == expected > 0
+    assert [it for it in train if not it.get(SYNTHETIC_KEY)] == split["train"]
+    assert validation == split["validation"] and not any(it.get(SYNTHETIC_KEY) for it in validation)

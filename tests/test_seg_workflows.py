@@ -1,0 +1,106 @@
+"""End-to-end ``python -m monai.bundle run`` of the segmentation configs with ``seg_smoke.json``, from ``bundle/``."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from test_seg_synthetic import make_pig_folder
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+pytestmark = pytest.mark.slow
+CONFIGS = {
+    "training": "['configs/seg_train.json','configs/seg_smoke.json']",
+    "evaluating": "['configs/seg_train.json','configs/seg_evaluate.json','configs/seg_smoke.json']",
+    "inference": "['configs/seg_inference.json','configs/seg_smoke.json']",
+}
+
+
+@pytest.fixture(scope="module")
+def seg_cache(tmp_path_factory) -> Path:
+    """One prepared-slice cache for the module: preparing the Duke slices takes most of its time."""
+    return tmp_path_factory.mktemp("seg_cache")
+
+
+def seg_run(workflow: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", "configs/seg_metadata.json",
+        "--config_file", CONFIGS[workflow], "--logging_file", "configs/logging.conf", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def train_and_evaluate(ckpt: Path, cache: Path, *data_args: str) -> tuple[dict, dict, str]:
+    log = seg_run("training", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args).stdout
+    state = torch.load(ckpt / "seg_model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # plain state_dict, as MONAI Label loads it
+    folds = json.loads((ckpt / "folds.json").read_text())
+    assert not set(folds["train_patients"]) & set(folds["validation_patients"])
+    assert folds["validation_patients"] == folds["folds"][0]
+    log += seg_run("evaluating", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args).stdout
+    metrics = json.loads((ckpt / "eval" / "metrics.json").read_text())
+    assert set(metrics["mean"]) == {"dice", "iou", "precision", "recall"}
+    assert all(0.0 <= v <= 1.0 for v in metrics["mean"].values())
+    assert metrics["num_images"] == folds["num_validation_items"] == len(metrics["per_image"])
+    assert (ckpt / "eval" / "metrics_per_image.csv").is_file() and (ckpt / "eval" / "val_dice_raw.csv").is_file()
+    assert re.search(r"lesion metrics over \d+ image\(s\): dice [\d.]+, iou [\d.]+, precision [\d.]+, recall", log)
+    return folds, metrics, log
+
+
+def test_seg_smoke_on_embedded_phantom_train_evaluate_infer(tmp_path, seg_cache):
+    ckpt = tmp_path / "ckpt dir"
+    folds, _, log = train_and_evaluate(ckpt, seg_cache)
+    assert f"training set as loaded: {folds['num_train_items']} real + 0 synthetic" in log
+    # Inference on one prepared cache folder: uint8 {0, 1} masks with the input's affine, never overwriting.
+    inputs = _phantom_cache(seg_cache)
+    out = tmp_path / "pred"
+    seg_run("inference", "--ckpt_dir", str(ckpt), "--input_dir", str(inputs), "--output_dir", str(out))
+    sources = sorted(inputs.glob("*_image.nii.gz"))
+    preds = sorted(out.glob("*_pred.nii.gz"))
+    assert len(preds) == len(sources) > 0
+    for src in sources[:3]:
+        pred = nib.load(out / src.name.replace(".nii.gz", "_pred.nii.gz"))
+        assert pred.get_data_dtype() == np.uint8 and pred.shape == nib.load(src).shape
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+        assert np.allclose(pred.affine, nib.load(src).affine)
+    before = {p: p.stat().st_mtime_ns for p in preds}
+    proc = seg_run("inference", "--ckpt_dir", str(ckpt), "--input_dir", str(inputs), "--output_dir", str(out),
+                   check=False)  # fmt: skip
+    assert proc.returncode != 0 and "refusing to overwrite" in proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("*_pred.nii.gz"))} == before
+
+
+def _phantom_cache(cache: Path) -> Path:
+    folders = [p for p in cache.iterdir() if (p / "datalist.json").is_file()]
+    phantom = [p for p in folders if json.loads((p / "datalist.json").read_text())["params"]["format"] == "phantom"]
+    assert len(phantom) == 1
+    return phantom[0]
+
+
+def test_seg_smoke_on_duke_slices(tmp_path, duke_dir, seg_cache):
+    folds, metrics, _ = train_and_evaluate(tmp_path / "ckpt", seg_cache, "--dataset_dir", str(duke_dir))
+    assert all(p.startswith("DBT-P") for f in folds["folds"] for p in f)
+    assert sum(len(f) for f in folds["folds"]) == len({p for f in folds["folds"] for p in f})
+    assert all(Path(row["image"]).name.startswith(tuple(folds["validation_patients"])) for row in metrics["per_image"])
+
+
+def test_seg_smoke_with_synthetic_pairs(tmp_path, seg_cache):
+    pig = make_pig_folder(tmp_path / "pig out", n=6, size=32)
+    ckpt = tmp_path / "ckpt"
+    args = ["--ckpt_dir", str(ckpt), "--cache_dir", str(seg_cache), "--synthetic_dir", str(pig)]
+    log = seg_run("training", *args, "--num_synthetic", "4").stdout
+    folds = json.loads((ckpt / "folds.json").read_text())
+    assert f"training set as loaded: {folds['num_train_items']} real + 4 synthetic" in log
+    summary = json.loads((ckpt / "seg_data.json").read_text())
+    assert summary["train"]["synthetic"] == 4 and summary["train"]["real"] == folds["num_train_items"]
+    assert summary["validation"]["synthetic"] == 0 and summary["validation"]["real"] == folds["num_validation_items"]
