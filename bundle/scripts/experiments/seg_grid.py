@@ -1,0 +1,589 @@
+"""Segmentation grid {real only, + PIG at several ratios, + other generators} over patient folds (paper Table 2).
+
+Run from ``bundle/``::
+
+    python -m scripts.experiments.seg_grid --work_dir runs/grid --folds 0,1,2 --num_folds 3 --ratios 0.3,0.6
+
+Every stage is a ``python -m monai.bundle run`` subprocess of the bundle's own configs; the runner only writes a
+JSON overlay per stage (``<stage_dir>/grid_overlay.json``, the last ``config_file``) with the ids it sets. Stages, per
+fold ``k`` (``F = <work_dir>/fold{k}``):
+
+1. PIG training (``train.json``) → ``F/pig/`` (its ``ckpt_dir``: ``guider.pt``, ``generator.pt``, ``dataset.json``).
+   The ``datalist`` id is replaced by the fold's **training** items of :func:`scripts.seg.folds.fold_split` (the
+   held-out fold never reaches PIG) with an empty PIG validation list (PIG then skips validation).
+2. PIG sampling (``inference.json``) of ``ceil(max ratio × n_real_train)`` pairs → ``F/samples/`` (``manifest.csv``);
+   each ratio ``r`` uses the first ``round(r × n_real_train)`` rows (``scripts.seg.synthetic.synthetic_items``).
+3. Segmentation training (``seg_train.json``) per setting → ``F/seg_<setting>/`` (``seg_model.pt``, ``folds.json``).
+4. Evaluation of the held-out fold (``seg_evaluate.json``) → ``F/seg_<setting>/eval/metrics.json``.
+
+A stage is complete when its ``<stage_dir>/stage_complete.json`` exists (written last, atomically; it holds the
+SHA-256 of the stage's overlay, its wall time and what it produced). Complete stages are skipped; a marker whose
+overlay hash differs from the current one is an error (the work dir was made with other settings). An unfinished
+PIG training is resumed in place (``train.json`` resumes from its checkpoints); other unfinished stage folders are
+renamed ``<dir>.incomplete-<timestamp>`` and redone. Logs: ``F/logs/<stage>.log``.
+
+Finally (5) ``<work_dir>/table.md``, ``table.csv`` and ``config.json`` (command line, overlays, overrides, package
+versions, per fold the patients PIG saw and the SHA-256 of its weights, per-fold metrics). Tables are never
+overwritten: when ``table.md`` exists, the three files are written as ``table_<timestamp>.md``,
+``table_<timestamp>.csv`` and ``config_<timestamp>.json``.
+
+The segmentation data are prepared with the PIG config's data ids (:data:`DATA_IDS`: size, crop, selection,
+phantom), so real slices and generated pairs share size and crop and both configs see the same patients; an explicit
+``--seg_overrides`` value of a data id that differs from PIG's is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from scripts.data.prepare import prepare_dataset
+from scripts.pig.checkpoint import file_sha256
+from scripts.seg.folds import fold_split
+from scripts.seg.metrics import METRICS
+
+__all__ = [
+    "DATA_IDS",
+    "Setting",
+    "parse_args",
+    "resolve_config",
+    "pig_fold_datalist",
+    "run_stage",
+    "summarise",
+    "format_table",
+    "main",
+]
+
+logger = logging.getLogger("seg_grid")
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+MARKER = "stage_complete.json"
+OVERLAY = "grid_overlay.json"
+#: ids of ``prepare_dataset`` shared by ``train.json`` and ``seg_train.json``; the seg runs get PIG's values.
+DATA_IDS = (
+    "image_size",
+    "crop_mode",
+    "min_lesion_area",
+    "neighbour_slices",
+    "lesion_free_fraction",
+    "context_factor",
+    "jitter",
+    "min_patch_size",
+    "patches_per_lesion",
+    "val_fraction",
+    "phantom_cases",
+    "include_architectural_distortion",
+)
+PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pandas", "scipy", "pydicom", "SimpleITK")
+DUKE_NOTE = (
+    "The Duke reference masks are ellipses inscribed in the radiologists' bounding boxes, not lesion outlines, so "
+    "these Dice/IoU values measure agreement with box-shaped approximations."
+)
+
+
+class Setting:
+    """One row of the table: real only (``generator=None``) or + ``generator`` pairs at ``ratio`` per real item.
+
+    Args:
+        generator: ``None``, ``"PIG"`` or an ``--extra_generator`` name.
+        ratio: synthetic pairs per real training item (0 for real only).
+        pattern: for extra generators, the folder pattern (``{fold}`` replaced by the fold index).
+    """
+
+    def __init__(self, generator: str | None, ratio: float = 0.0, pattern: str | None = None) -> None:
+        self.generator, self.ratio, self.pattern = generator, float(ratio), pattern
+
+    @property
+    def key(self) -> str:
+        """Folder-safe id: ``real`` or ``<generator>_r<ratio>`` (e.g. ``pig_r0.5``)."""
+        return "real" if self.generator is None else f"{self.generator.lower()}_r{self.ratio:g}"
+
+    @property
+    def label(self) -> str:
+        """Row label of the table: ``real only`` or ``+ PIG ×0.5``."""
+        return "real only" if self.generator is None else f"+ {self.generator} ×{self.ratio:g}"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _floats(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def _json_dict(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of id -> value, got {text!r}")
+    return value
+
+
+def _extra(text: str) -> tuple[str, str]:
+    name, sep, pattern = text.partition("=")
+    if not sep or not name or not pattern or not name.replace("_", "").replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER_PATTERN (NAME alphanumeric), got {text!r}")
+    return name, pattern
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the runner's command line (see ``--help``).
+
+    Raises:
+        SystemExit: invalid options (argparse), fold indices out of range, negative ratios.
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.experiments.seg_grid",
+        description="Segmentation with real / real + generated pairs over patient folds; writes a Table-2-style "
+        "mean ± std table (Dice, IoU, precision, recall in %%). Run from bundle/.",
+    )
+    p.add_argument("--work_dir", required=True, help="all stages and the table go here; rerun to resume")
+    p.add_argument("--dataset_dir", default=None, help="Duke box table / folder layout; omit for the phantom")
+    p.add_argument("--cache_dir", default=str(BUNDLE_ROOT / "cache"), help="prepared slices (default bundle/cache)")
+    p.add_argument("--pig_overlay", default="configs/demo.json", help="overlay on train.json/inference.json")
+    p.add_argument("--seg_overlay", default=None, help="overlay on seg_train.json (default none = full size)")
+    p.add_argument("--pig_overrides", type=_json_dict, default={}, help="JSON object id -> value for PIG runs")
+    p.add_argument("--seg_overrides", type=_json_dict, default={}, help="JSON object id -> value for seg runs")
+    p.add_argument("--ratios", type=_floats, default=[0.3, 0.6], help="synthetic pairs per real item, e.g. 0.3,0.6")
+    p.add_argument(
+        "--extra_generator",
+        type=_extra,
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER_PATTERN",
+        help="another generator's output folder (manifest.csv layout); may contain {fold}; repeatable",
+    )
+    p.add_argument("--folds", type=_ints, default=None, help="folds to run, e.g. 0,1,2 (default all)")
+    p.add_argument("--num_folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="seed of PIG, segmentation, data preparation and folds")
+    args = p.parse_args(argv)
+    args.folds = list(range(args.num_folds)) if args.folds is None else args.folds
+    if args.num_folds < 2 or not args.folds or any(not 0 <= f < args.num_folds for f in args.folds):
+        p.error(f"--folds {args.folds} must be non-empty indices in [0, {args.num_folds}) with --num_folds >= 2")
+    if any(r < 0 for r in args.ratios):
+        p.error(f"--ratios must be >= 0, got {args.ratios}")
+    return args
+
+
+# ---------------------------------------------------------------- configs
+
+
+def _config_path(path: str) -> str:
+    """Absolute path of a config file, relative names taken from ``bundle/``; FileNotFoundError names it."""
+    full = Path(path) if Path(path).is_absolute() else BUNDLE_ROOT / path
+    if not full.is_file():
+        raise FileNotFoundError(f"config file {full} not found")
+    return str(full)
+
+
+def resolve_config(files: Sequence[str], overrides: dict, ids: Sequence[str]) -> dict:
+    """Values of ``ids`` in the merged config ``files`` + ``overrides`` (as ``monai.bundle run`` would merge them).
+
+    Raises:
+        KeyError: an id is missing from the merged config.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(ConfigParser.load_config_files(list(files)))
+    parser.update(dict(overrides))
+    return {i: parser.get_parsed_content(i) for i in ids}
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON atomically (``.tmp`` + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def pig_fold_datalist(datalist: dict, split: dict) -> dict:
+    """The PIG ``datalist`` of one fold: only the fold's training items, no PIG validation.
+
+    Args:
+        datalist: ``prepare_dataset`` output (for ``cache`` and ``counts``).
+        split: ``fold_split`` output of the same datalist.
+
+    Returns:
+        ``{"train": split["train"], "validation": [], "spacing_mm": median over the training items, "cache",
+        "counts"}``.
+
+    Raises:
+        ValueError: a training patient is in the held-out fold (never expected from ``fold_split``).
+    """
+    held_out = {str(p) for p in split["folds"][split["fold"]]}
+    train = list(split["train"])
+    leaked = {str(it["patient_id"]) for it in train} & held_out
+    if leaked:
+        raise ValueError(f"held-out patients {sorted(leaked)} in the PIG training list of fold {split['fold']}")
+    spacing = np.median([it["spacing_mm"] for it in train], axis=0).round(6).tolist() if train else None
+    counts = dict(datalist.get("counts") or {}, fold=split["fold"], num_folds=split["num_folds"])
+    counts.update(train_items=len(train), validation_items=0)
+    return {"train": train, "validation": [], "spacing_mm": spacing, "cache": datalist.get("cache"), "counts": counts}
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _overlay_hash(files: Sequence[str], overlay: dict, workflow: str) -> str:
+    blob = json.dumps({"files": list(files), "overlay": overlay, "workflow": workflow}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_stage(
+    name: str, stage_dir: Path, log_path: Path, workflow: str, meta: str, files: Sequence[str], overlay: dict,
+    resume_in_place: bool = False,
+) -> dict:  # fmt: skip
+    """Run one ``monai.bundle run <workflow>`` stage unless ``<stage_dir>/stage_complete.json`` says it is done.
+
+    Writes ``<stage_dir>/grid_overlay.json`` (``overlay``, the last config file), the subprocess output into
+    ``log_path``, then the marker ``{"stage", "overlay_sha256", "seconds", "finished"}``.
+
+    Args:
+        name: stage name for logs (``fold0/pig``).
+        stage_dir: the stage's output folder.
+        workflow: run id (``training``, ``inference``, ``evaluating``).
+        meta: metadata file; files: config files before the overlay.
+        overlay: ids → values set by the runner.
+        resume_in_place: keep an unfinished ``stage_dir`` (the workflow resumes); else it is renamed aside.
+
+    Returns:
+        The marker content.
+
+    Raises:
+        ValueError: the marker (or, resuming in place, the unfinished stage's overlay) was written for another
+            overlay (settings changed since the work dir was made).
+        RuntimeError: the workflow failed (message names the log file and ends with its tail).
+    """
+    marker = stage_dir / MARKER
+    digest = _overlay_hash(files, overlay, workflow)
+    if marker.is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("overlay_sha256") != digest:
+            raise ValueError(
+                f"{marker}: stage {name} was completed with other settings (overlay hash {done.get('overlay_sha256')},"
+                f" now {digest}); use a new --work_dir or delete {stage_dir}"
+            )
+        logger.info("stage %s: complete (%s), skipping", name, marker)
+        return done
+    overlay_path = stage_dir / OVERLAY
+    if resume_in_place and overlay_path.is_file():
+        before = json.loads(overlay_path.read_text(encoding="utf-8"))
+        if json.dumps(before, sort_keys=True, default=str) != json.dumps(overlay, sort_keys=True, default=str):
+            raise ValueError(
+                f"{overlay_path}: unfinished stage {name} was started with other settings; it cannot resume with "
+                f"these. Use a new --work_dir or delete {stage_dir}"
+            )
+    if stage_dir.exists() and any(stage_dir.iterdir()) and not resume_in_place:
+        aside = stage_dir.with_name(f"{stage_dir.name}.incomplete-{datetime.now():%Y%m%d-%H%M%S-%f}")
+        logger.warning("stage %s: unfinished %s moved to %s", name, stage_dir, aside)
+        stage_dir.rename(aside)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(overlay_path, overlay)
+    config_files = [*files, str(overlay_path)]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", meta,
+        "--config_file", repr(config_files), "--logging_file", str(BUNDLE_ROOT / "configs" / "logging.conf"),
+    ]  # fmt: skip
+    logger.info("stage %s: running (log %s)", name, log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n# {datetime.now().isoformat()} {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    seconds = round(time.monotonic() - start, 1)
+    if proc.returncode != 0:
+        tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-40:])
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
+    done = {"stage": name, "workflow": workflow, "overlay_sha256": digest, "seconds": seconds,
+            "finished": datetime.now().isoformat(), "command": cmd}  # fmt: skip
+    _write_json(marker, done)
+    logger.info("stage %s: done in %.1f s", name, seconds)
+    return done
+
+
+def _pig_record(pig_dir: Path, held_out: set[str]) -> dict:
+    """Patients PIG saw (from ``dataset.json``) and its weights' SHA-256; ValueError on a held-out patient."""
+    summary_path = pig_dir / "dataset.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} not found: PIG training wrote no dataset summary")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    seen = sorted({str(p) for p in summary["train_patients"]} | {str(p) for p in summary["validation_patients"]})
+    if set(seen) & held_out:
+        raise ValueError(f"{summary_path}: PIG saw held-out patients {sorted(set(seen) & held_out)}")
+    sha = {}
+    for name in ("guider.pt", "generator.pt"):
+        if not (pig_dir / name).is_file():
+            raise FileNotFoundError(f"{pig_dir / name} not found after PIG training")
+        sha[name] = file_sha256(str(pig_dir / name))
+    return {"ckpt_dir": str(pig_dir), "patients": seen, "num_train_slices": summary["num_train_slices"],
+            "sha256": sha}  # fmt: skip
+
+
+def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: dict) -> dict:
+    """Stages 1–4 of one fold; returns ``{"pig": record, "held_out_patients", "metrics": {setting key: means}}``.
+
+    Raises:
+        FileNotFoundError: a missing output (weights, ``metrics.json``, an extra generator's folder).
+        ValueError, RuntimeError: see :func:`run_stage`.
+    """
+    fdir = Path(args.work_dir).resolve() / f"fold{fold}"
+    split = fold_split(ctx["datalist"], args.num_folds, fold, args.seed)
+    held_out = {str(p) for p in split["folds"][fold]}
+    n_real = len(split["train"])
+    out: dict = {"held_out_patients": sorted(held_out), "num_real_train": n_real,
+                 "num_held_out": len(split["validation"]), "metrics": {}, "stages": {}}  # fmt: skip
+    pig_ratios = [s.ratio for s in settings if s.generator == "PIG"]
+    if pig_ratios:
+        pig_dir = fdir / "pig"
+        overlay = {**ctx["pig_common"], "ckpt_dir": str(pig_dir), "datalist": pig_fold_datalist(ctx["datalist"], split)}
+        done = run_stage(f"fold{fold}/pig", pig_dir, fdir / "logs" / "pig.log", "training", ctx["pig_meta"],
+                         ctx["pig_train_files"], overlay, resume_in_place=True)  # fmt: skip
+        out["stages"]["pig"] = done["seconds"]
+        out["pig"] = _pig_record(pig_dir, held_out)
+        n_pairs = math.ceil(max(pig_ratios) * n_real)
+        if n_pairs > 0:
+            sample_dir = fdir / "samples"
+            overlay = {**ctx["pig_common"], "ckpt_dir": str(pig_dir), "output_dir": str(sample_dir),
+                       "num_samples": n_pairs}  # fmt: skip
+            done = run_stage(f"fold{fold}/samples", sample_dir, fdir / "logs" / "samples.log", "inference",
+                             ctx["pig_meta"], ctx["pig_infer_files"], overlay)  # fmt: skip
+            out["stages"]["samples"] = done["seconds"]
+            out["pig"]["num_samples"] = n_pairs
+    for s in settings:
+        seg_dir = fdir / f"seg_{s.key}"
+        overlay = {**ctx["seg_common"], "ckpt_dir": str(seg_dir), "fold": fold}
+        if s.generator is not None and s.ratio > 0:
+            synth = fdir / "samples" if s.generator == "PIG" else Path(s.pattern.format(fold=fold)).resolve()
+            if not (synth / "manifest.csv").is_file():
+                raise FileNotFoundError(f"{synth / 'manifest.csv'} not found ({s.label}, fold {fold})")
+            overlay.update(synthetic_dir=str(synth), synthetic_ratio=s.ratio)
+        done = run_stage(f"fold{fold}/seg_{s.key}", seg_dir, fdir / "logs" / f"seg_{s.key}.log", "training",
+                         ctx["seg_meta"], ctx["seg_train_files"], overlay)  # fmt: skip
+        out["stages"][f"seg_{s.key}"] = done["seconds"]
+        eval_dir = seg_dir / "eval"
+        overlay = {**overlay, "output_dir": str(eval_dir)}
+        done = run_stage(f"fold{fold}/seg_{s.key}/eval", eval_dir, fdir / "logs" / f"eval_{s.key}.log", "evaluating",
+                         ctx["seg_meta"], ctx["seg_eval_files"], overlay)  # fmt: skip
+        out["stages"][f"eval_{s.key}"] = done["seconds"]
+        metrics_path = eval_dir / "metrics.json"
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"{metrics_path} not found after evaluation")
+        result = json.loads(metrics_path.read_text(encoding="utf-8"))
+        out["metrics"][s.key] = {m: float(result["mean"][m]) for m in METRICS}
+    return out
+
+
+# ---------------------------------------------------------------- table
+
+
+def summarise(per_fold: dict[int, dict[str, dict[str, float]]], settings: Sequence[Setting]) -> list[dict]:
+    """Mean and sample standard deviation (ddof = 1) over folds, in %, per setting and metric.
+
+    Args:
+        per_fold: ``{fold: {setting key: {metric: value in [0, 1]}}}``.
+        settings: rows, in table order.
+
+    Returns:
+        Rows ``{"setting", "generator", "ratio", "folds", "<metric>_mean", "<metric>_std"}`` (std NaN for one fold).
+    """
+    rows = []
+    for s in settings:
+        folds = sorted(f for f in per_fold if s.key in per_fold[f])
+        row = {"setting": s.label, "generator": s.generator or "", "ratio": s.ratio, "folds": len(folds)}
+        for m in METRICS:
+            values = np.array([100.0 * per_fold[f][s.key][m] for f in folds], dtype=float)
+            row[f"{m}_mean"] = float(values.mean()) if len(values) else float("nan")
+            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float, std: float) -> str:
+    """``"12.34 ± 5.67"``; ``"12.34 ± –"`` when the std is undefined (one fold)."""
+    return f"{mean:.2f} ± {'–' if math.isnan(std) else f'{std:.2f}'}"
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table of :func:`summarise` rows: Dice, IoU, precision, recall as ``mean ± std`` (%)."""
+    head = "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        lines.append(f"| {r['setting']} | {r['folds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _free_names(work_dir: Path) -> tuple[Path, Path, Path]:
+    """``table.md/.csv`` + ``config.json``, or ``table_<ts>.*`` + ``config_<ts>.json`` when ``table.md`` exists."""
+    if not (work_dir / "table.md").exists():
+        return work_dir / "table.md", work_dir / "table.csv", work_dir / "config.json"
+    while True:
+        ts = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        names = (work_dir / f"table_{ts}.md", work_dir / f"table_{ts}.csv", work_dir / f"config_{ts}.json")
+        if not any(p.exists() for p in names):
+            return names
+
+
+def _versions() -> dict:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BUNDLE_ROOT, capture_output=True,
+                                           text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
+
+
+def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool) -> dict[str, str]:
+    """Write the Markdown table (with the configuration under it), the CSV and ``config.json``; never overwrites.
+
+    Returns:
+        ``{"table_md", "table_csv", "config"}`` → paths written.
+    """
+    md_path, csv_path, cfg_path = _free_names(work_dir)
+    _write_json(cfg_path, config)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) + [m for m in METRICS])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **{m: _pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS}})
+    text = [
+        "# Segmentation of the held-out fold: real vs real + generated pairs",
+        "",
+        f"Mean ± sample std (ddof = 1) over folds {config['folds']} of {config['num_folds']} (patient-wise), "
+        "per-image lesion metrics in %.",
+        "",
+        format_table(rows),
+    ]
+    if is_duke:
+        text += [DUKE_NOTE, ""]
+    text += ["## Configuration", "", f"Full record: `{cfg_path.name}`.", "", "```json",
+             json.dumps({k: v for k, v in config.items() if k not in ("folds_detail", "rows")}, indent=1, default=str),
+             "```", ""]  # fmt: skip
+    tmp = md_path.with_name(md_path.name + ".tmp")
+    tmp.write_text("\n".join(text), encoding="utf-8")
+    os.replace(tmp, md_path)
+    return {"table_md": str(md_path), "table_csv": str(csv_path), "config": str(cfg_path)}
+
+
+# ---------------------------------------------------------------- main
+
+
+def _settings(args: argparse.Namespace) -> list[Setting]:
+    out = [Setting(None)] + [Setting("PIG", r) for r in args.ratios if r > 0]
+    out += [Setting(name, r, pattern) for name, pattern in args.extra_generator for r in args.ratios if r > 0]
+    keys = [s.key for s in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate settings {keys}: repeated ratios or generator names")
+    return out
+
+
+def _context(args: argparse.Namespace) -> dict:
+    """Config files, shared overlays and the prepared datalist; ValueError when seg data ids contradict PIG's."""
+    pig_overlay = [_config_path(args.pig_overlay)] if args.pig_overlay else []
+    seg_overlay = [_config_path(args.seg_overlay)] if args.seg_overlay else []
+    cache_dir = str(Path(args.cache_dir).resolve())
+    dataset_dir = str(Path(args.dataset_dir).resolve()) if args.dataset_dir else None
+    pig_common = {**args.pig_overrides, "dataset_dir": dataset_dir, "cache_dir": cache_dir, "seed": args.seed}
+    pig_train_files = [_config_path("configs/train.json"), *pig_overlay]
+    data = resolve_config(pig_train_files, pig_common, DATA_IDS)
+    for k, v in args.seg_overrides.items():
+        if k in data and v != data[k]:
+            raise ValueError(f"--seg_overrides {k}={v!r} differs from the PIG config's {data[k]!r}; the segmentation "
+                             "data must be prepared as PIG's (set it in --pig_overrides)")  # fmt: skip
+    seg_common = {**args.seg_overrides, **data, "dataset_dir": dataset_dir, "cache_dir": cache_dir,
+                  "seed": args.seed, "fold_seed": args.seed, "num_folds": args.num_folds}  # fmt: skip
+    datalist = prepare_dataset(dataset_dir, cache_dir, seed=args.seed, **data)
+    return {
+        "pig_meta": _config_path("configs/metadata.json"),
+        "seg_meta": _config_path("configs/seg_metadata.json"),
+        "pig_train_files": pig_train_files,
+        "pig_infer_files": [_config_path("configs/inference.json"), *pig_overlay],
+        "seg_train_files": [_config_path("configs/seg_train.json"), *seg_overlay],
+        "seg_eval_files": [
+            _config_path("configs/seg_train.json"),
+            _config_path("configs/seg_evaluate.json"),
+            *seg_overlay,
+        ],  # fmt: skip
+        "pig_common": pig_common,
+        "seg_common": seg_common,
+        "data": data,
+        "datalist": datalist,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, str]:
+    """Run the grid (resuming complete stages) and write the table; returns the written paths."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    work_dir = Path(args.work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    settings = _settings(args)
+    ctx = _context(args)
+    start = time.monotonic()
+    folds = {f: run_fold(args, f, settings, ctx) for f in args.folds}
+    rows = summarise({f: d["metrics"] for f, d in folds.items()}, settings)
+    fmt = (ctx["datalist"].get("params") or {}).get("format")
+    config = {
+        "command": shlex.join([sys.executable, "-m", "scripts.experiments.seg_grid", *argv]),
+        "cwd": os.getcwd(),
+        "work_dir": str(work_dir),
+        "dataset_dir": args.dataset_dir,
+        "dataset_format": fmt,
+        "cache": ctx["datalist"].get("cache"),
+        "folds": args.folds,
+        "num_folds": args.num_folds,
+        "seed": args.seed,
+        "ratios": args.ratios,
+        "settings": [
+            {"key": s.key, "label": s.label, "generator": s.generator, "ratio": s.ratio, "pattern": s.pattern}
+            for s in settings
+        ],  # fmt: skip
+        "pig_config_files": ctx["pig_train_files"],
+        "pig_inference_config_files": ctx["pig_infer_files"],
+        "seg_config_files": ctx["seg_train_files"],
+        "seg_evaluate_config_files": ctx["seg_eval_files"],
+        "pig_overrides": args.pig_overrides,
+        "seg_overrides": args.seg_overrides,
+        "pig_common_overlay": ctx["pig_common"],
+        "seg_common_overlay": ctx["seg_common"],
+        "data_ids_from_pig": ctx["data"],
+        "versions": _versions(),
+        "seconds_this_invocation": round(time.monotonic() - start, 1),
+        "folds_detail": {str(f): d for f, d in folds.items()},
+        "rows": rows,
+    }
+    paths = write_outputs(work_dir, rows, config, is_duke=fmt == "duke")
+    logger.info("table written to %s\n%s", paths["table_md"], format_table(rows))
+    return paths
+
+
+if __name__ == "__main__":
+    main()

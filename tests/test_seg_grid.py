@@ -1,0 +1,104 @@
+"""The Table-2 grid runner ``scripts.experiments.seg_grid``: table formatting, and one resumable smoke run."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.experiments.seg_grid import MARKER, Setting, format_table, pig_fold_datalist, summarise
+from scripts.seg.folds import fold_split
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+
+
+def test_summarise_and_format_mean_std_over_folds():
+    settings = [Setting(None), Setting("PIG", 0.5)]
+    per_fold = {
+        0: {"real": {"dice": 0.5, "iou": 0.4, "precision": 0.6, "recall": 0.7}, "pig_r0.5": dict.fromkeys(
+            ("dice", "iou", "precision", "recall"), 0.25)},
+        1: {"real": {"dice": 0.7, "iou": 0.6, "precision": 0.8, "recall": 0.9}, "pig_r0.5": dict.fromkeys(
+            ("dice", "iou", "precision", "recall"), 0.75)},
+    }  # fmt: skip
+    rows = summarise(per_fold, settings)
+    assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5"]
+    assert rows[0]["folds"] == 2
+    assert rows[0]["dice_mean"] == pytest.approx(60.0) and rows[0]["dice_std"] == pytest.approx(math.sqrt(200.0))
+    assert rows[1]["recall_mean"] == pytest.approx(50.0) and rows[1]["recall_std"] == pytest.approx(math.sqrt(1250.0))
+    table = format_table(rows).splitlines()
+    assert table[0] == "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) |"
+    assert table[2] == "| real only | 2 | 60.00 ± 14.14 | 50.00 ± 14.14 | 70.00 ± 14.14 | 80.00 ± 14.14 |"
+    assert table[3] == "| + PIG ×0.5 | 2 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 |"
+    # One fold: the standard deviation is undefined and shown as a dash.
+    one = format_table(summarise({3: per_fold[0]}, settings[:1]))
+    assert "| real only | 1 | 50.00 ± – | 40.00 ± – | 60.00 ± – | 70.00 ± – |" in one
+
+
+def test_pig_fold_datalist_keeps_only_training_patients():
+    items = [{"image": f"{p}-{i}", "patient_id": p, "spacing_mm": [1.0, 2.0]} for p in "abcdef" for i in range(2)]
+    datalist = {"train": items[:8], "validation": items[8:], "cache": "/c", "counts": {"cases": 6}}
+    split = fold_split(datalist, num_folds=3, fold=1, seed=0)
+    pig = pig_fold_datalist(datalist, split)
+    assert pig["validation"] == [] and pig["train"] == split["train"] and pig["spacing_mm"] == [1.0, 2.0]
+    assert not {it["patient_id"] for it in pig["train"]} & set(split["folds"][1])
+    assert pig["counts"]["fold"] == 1 and pig["counts"]["train_items"] == 8 and pig["cache"] == "/c"
+    with pytest.raises(ValueError, match="held-out patients"):
+        pig_fold_datalist(datalist, {**split, "train": items})
+
+
+def _run_grid(work: Path, cache: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "scripts.experiments.seg_grid", "--work_dir", str(work), "--cache_dir", str(cache),
+        "--pig_overlay", "configs/smoke.json", "--seg_overlay", "configs/seg_smoke.json", "--folds", "0,1",
+        "--num_folds", "3", "--ratios", "0.5,1.0", "--pig_overrides", '{"preview_samples": 1, "batch_size": 16}',
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.mark.slow
+def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
+    work = tmp_path / "grid dir"
+    _run_grid(work, tmp_path / "cache")
+    with open(work / "table.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5", "+ PIG ×1"]
+    for r in rows:
+        assert r["folds"] == "2"
+        assert all(math.isfinite(float(r[f"{m}_{s}"])) for m in ("dice", "iou", "precision", "recall")
+                   for s in ("mean", "std"))  # fmt: skip
+    md = (work / "table.md").read_text(encoding="utf-8")
+    assert "| real only | 2 |" in md and "| + PIG ×1 | 2 |" in md and '"pig_overrides"' in md
+    config = json.loads((work / "config.json").read_text(encoding="utf-8"))
+    assert config["folds"] == [0, 1] and config["num_folds"] == 3 and "monai" in config["versions"]
+    for fold in (0, 1):
+        detail = config["folds_detail"][str(fold)]
+        # Held-out patients as the segmentation training recorded them, independently of the runner's bookkeeping.
+        seg_folds = json.loads((work / f"fold{fold}" / "seg_real" / "folds.json").read_text())
+        held_out = set(seg_folds["validation_patients"])
+        assert held_out and held_out == set(detail["held_out_patients"])
+        pig_saw = json.loads((work / f"fold{fold}" / "pig" / "dataset.json").read_text())
+        seen = set(pig_saw["train_patients"]) | set(pig_saw["validation_patients"])
+        assert seen == set(seg_folds["train_patients"]) == set(detail["pig"]["patients"])
+        assert not seen & held_out
+        assert set(detail["pig"]["sha256"]) == {"guider.pt", "generator.pt"}
+        assert all(len(h) == 64 for h in detail["pig"]["sha256"].values())
+        # ratio 1.0 needs one pair per real training item; ratio 0.5 takes the first half of the same manifest.
+        with open(work / f"fold{fold}" / "samples" / "manifest.csv", newline="", encoding="utf-8") as f:
+            assert len(list(csv.DictReader(f))) == detail["num_real_train"] == seg_folds["num_train_items"]
+    # A second invocation resumes: every stage is skipped, no marker changes, and the first table is kept.
+    markers = {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)}
+    assert len(markers) == 2 * (2 + 3 * 2)  # per fold: pig, samples, 3 x (seg training, evaluation)
+    first_table = (work / "table.md").read_bytes()
+    proc = _run_grid(work, tmp_path / "cache")
+    assert "running" not in proc.stderr and proc.stderr.count("skipping") == len(markers)
+    assert {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)} == markers
+    assert (work / "table.md").read_bytes() == first_table
+    assert len(list(work.glob("table_*.md"))) == 1 and len(list(work.glob("config_*.json"))) == 1
