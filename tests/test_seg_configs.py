@@ -47,7 +47,7 @@ TRAIN_IDS = [
     "postprocessing", "inferer", "train#trainer", "train#trainer#max_epochs", "train#dataset", "train#dataset#data",
     "train#handlers", "validate#evaluator", "validate#handlers", "validate#dataset", "validate#dataset#data",
     "val_interval", "initialize", "training", "run", "num_folds", "fold", "synthetic_dir", "num_synthetic",
-    "synthetic_ratio", "cache_dir", "image_size", "crop_mode",
+    "synthetic_ratio", "cache_dir", "image_size", "crop_mode", "inner_val_fraction",
 ]  # fmt: skip
 INFER_IDS = [
     "bundle_root", "device", "ckpt_dir", "output_dir", "network_def", "network", "preprocessing", "postprocessing",
@@ -83,6 +83,45 @@ def test_monai_bundle_properties(kind, names):
     if kind == "train":  # ValidationHandler wired to the validate ids, as MONAI's optional-id check expects
         handler = next(h for h in p["train#handlers"] if h["_target_"] == "ValidationHandler")
         assert handler["validator"] == "@validate#evaluator" and handler["interval"] == "@val_interval"
+
+
+def _fake_datalist():
+    items = [{"image": f"r{i}_image.nii.gz", "label": f"r{i}_label.nii.gz", "patient_id": f"P{i // 2}"}
+             for i in range(20)]  # fmt: skip
+    return {"train": items[:14], "validation": items[14:]}
+
+
+def test_selection_on_inner_validation_and_evaluation_on_the_held_out_fold():
+    """Training selects on inner validation patients of the training folds; evaluating scores the held-out fold."""
+    p = parser("seg_train.json", "seg_evaluate.json", "seg_smoke.json")
+    p["datalist"] = _fake_datalist()
+    p["fold"] = 1
+    split = p.get_parsed_content("split")
+    evaluated = p.get_parsed_content("validate#dataset#data")
+    assert evaluated == split["test"] and {it["patient_id"] for it in evaluated} == set(split["folds"][1])
+    t = parser("seg_train.json", "seg_smoke.json")
+    t["datalist"] = _fake_datalist()
+    t["fold"] = 1
+    selected = t.get_parsed_content("validate#dataset#data")
+    trained = t.get_parsed_content("train#dataset#data")
+    assert selected == split["validation"] and trained == split["train"]
+    sel_p, train_p = {it["patient_id"] for it in selected}, {it["patient_id"] for it in trained}
+    assert sel_p and not sel_p & train_p and not sel_p & set(split["folds"][1]) and not train_p & set(split["folds"][1])
+
+
+@pytest.mark.parametrize("fraction, validates", [(0.15, True), (0.0, False)])
+def test_zero_inner_validation_keeps_the_final_model(fraction, validates, tmp_path):
+    p = parser("seg_train.json", "seg_smoke.json")
+    p["bundle_root"] = str(tmp_path)  # the handlers create ckpt_dir / tb_dir
+    p["datalist"] = _fake_datalist()
+    p["inner_val_fraction"] = fraction
+    p["cache_rate"] = 0.0  # the fake items have no files
+    handlers = [type(h).__name__ for h in p.get_parsed_content("train#handlers")]
+    assert ("ValidationHandler" in handlers) is validates
+    assert ("CheckpointSaver" in handlers) is not validates  # save_final → seg_model.pt
+    if not validates:
+        saver = next(h for h in p.get_parsed_content("train#handlers") if type(h).__name__ == "CheckpointSaver")
+        assert saver._final_checkpoint is not None and saver._final_filename == "seg_model.pt"
 
 
 def _components(node):

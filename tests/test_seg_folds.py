@@ -1,10 +1,10 @@
-"""Patient-wise K-fold split: disjoint, complete, seeded and stable, evaluated fold checked against training."""
+"""Patient-wise K-fold split with inner validation: disjoint, complete, seeded and stable, evaluated fold checked."""
 
 import json
 
 import pytest
 
-from scripts.seg.folds import check_folds, fold_split, patient_folds, write_folds
+from scripts.seg.folds import check_folds, fold_split, inner_validation_patients, patient_folds, write_folds
 
 
 def datalist(n_patients=11, slices=(1, 2, 3)):
@@ -38,19 +38,57 @@ def test_same_seed_same_split_regardless_of_order_and_other_seeds_differ():
     assert patient_folds([f"P{i}" for i in range(6)], 3, seed=0) == [["P3", "P4"], ["P0", "P2"], ["P1", "P5"]]
 
 
+def patients_of(items):
+    return {it["patient_id"] for it in items}
+
+
 def test_fold_split_holds_out_one_fold_and_loses_nothing():
     dl, items = datalist()
-    seen_validation = []
+    seen_test = []
     for k in range(4):
         split = fold_split(dl, num_folds=4, fold=k, seed=1)
-        train_p = {it["patient_id"] for it in split["train"]}
-        val_p = {it["patient_id"] for it in split["validation"]}
-        assert not train_p & val_p
-        assert val_p == set(split["folds"][k])
-        assert len(split["train"]) + len(split["validation"]) == len(items)
-        seen_validation += [it["image"] for it in split["validation"]]
+        train_p, val_p, test_p = (patients_of(split[key]) for key in ("train", "validation", "test"))
+        assert test_p == set(split["folds"][k]) == set(split["test_patients"])
+        assert train_p == set(split["train_patients"]) and val_p == set(split["validation_patients"])
+        assert train_p | val_p == {p for j, f in enumerate(split["folds"]) if j != k for p in f}
+        assert len(split["train"]) + len(split["validation"]) + len(split["test"]) == len(items)
+        seen_test += [it["image"] for it in split["test"]]
     # Every item is held out exactly once over the K folds.
-    assert sorted(seen_validation) == sorted(it["image"] for it in items)
+    assert sorted(seen_test) == sorted(it["image"] for it in items)
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.5])
+def test_inner_validation_is_disjoint_from_training_and_held_out_patients(fraction):
+    dl, _ = datalist(n_patients=23)
+    for k in range(5):
+        split = fold_split(dl, num_folds=5, fold=k, seed=2, inner_val_fraction=fraction)
+        train_p, val_p, test_p = (patients_of(split[key]) for key in ("train", "validation", "test"))
+        assert val_p and train_p and test_p
+        assert not val_p & train_p and not val_p & test_p and not train_p & test_p
+        n_training = len(train_p) + len(val_p)
+        assert len(val_p) == max(1, round(fraction * n_training))
+        # Deterministic: same seed, same inner split; the held-out fold does not depend on the fraction.
+        again = fold_split(dl, num_folds=5, fold=k, seed=2, inner_val_fraction=fraction)
+        assert again["validation_patients"] == split["validation_patients"]
+        assert fold_split(dl, num_folds=5, fold=k, seed=2, inner_val_fraction=0.0)["test"] == split["test"]
+
+
+def test_inner_validation_sizes_and_zero_fraction():
+    assert len(inner_validation_patients(["a", "b"], 0.15)) == 1  # at least one patient from 2 on
+    assert len(inner_validation_patients(["a", "b", "c"], 0.9)) == 2  # at least one patient always trains
+    assert inner_validation_patients(["a"], 0.15) == []
+    assert inner_validation_patients(["a", "b", "c"] * 2, 0.0) == []
+    assert inner_validation_patients(list("abcdefgh"), 0.25, seed=4) == inner_validation_patients(
+        list("hgfedcba"), 0.25, seed=4
+    )
+    dl, items = datalist()
+    split = fold_split(dl, num_folds=4, fold=2, seed=1, inner_val_fraction=0.0)
+    assert split["validation"] == [] and split["validation_patients"] == []
+    assert len(split["train"]) + len(split["test"]) == len(items)
+    with pytest.raises(ValueError, match="inner_val_fraction"):
+        fold_split(dl, num_folds=4, fold=0, inner_val_fraction=1.0)
+    with pytest.raises(ValueError, match="inner_val_fraction"):
+        inner_validation_patients(["a", "b"], -0.1)
 
 
 def test_invalid_requests_are_refused():
@@ -70,10 +108,20 @@ def test_folds_record_and_evaluation_check(tmp_path):
     split = fold_split(dl, num_folds=3, fold=1, seed=0)
     record = json.loads(open(write_folds(str(tmp_path), split)).read())
     assert record["fold"] == 1 and record["folds"] == split["folds"]
-    assert record["validation_patients"] == split["folds"][1]
+    assert record["test_patients"] == split["folds"][1] == split["test_patients"]
+    assert record["validation_patients"] == split["validation_patients"] and record["validation_patients"]
+    assert record["train_patients"] == split["train_patients"]
+    assert not set(record["validation_patients"]) & (set(record["train_patients"]) | set(record["test_patients"]))
+    assert record["num_test_items"] == len(split["test"]) and record["inner_val_fraction"] == 0.15
     check_folds(str(tmp_path), split)  # same split: accepted
     with pytest.raises(ValueError, match="held-out fold 1"):
         check_folds(str(tmp_path), fold_split(dl, num_folds=3, fold=0, seed=0))
     with pytest.raises(ValueError, match="fold_seed"):
         check_folds(str(tmp_path), fold_split(dl, num_folds=3, fold=1, seed=5))
     check_folds(str(tmp_path / "elsewhere"), split)  # no record: warns only
+    # A record from before the inner validation split (model selected on the held-out fold) is refused.
+    old = {k: v for k, v in record.items() if k != "test_patients"}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "folds.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="retrain"):
+        check_folds(str(tmp_path / "old"), split)

@@ -39,11 +39,14 @@ def test_summarise_and_format_mean_std_over_folds():
 
 
 def test_pig_fold_datalist_keeps_only_training_patients():
+    # PIG trains on the fold's training patients: the seg train and inner validation items, never the held-out fold.
     items = [{"image": f"{p}-{i}", "patient_id": p, "spacing_mm": [1.0, 2.0]} for p in "abcdef" for i in range(2)]
     datalist = {"train": items[:8], "validation": items[8:], "cache": "/c", "counts": {"cases": 6}}
     split = fold_split(datalist, num_folds=3, fold=1, seed=0)
     pig = pig_fold_datalist(datalist, split)
-    assert pig["validation"] == [] and pig["train"] == split["train"] and pig["spacing_mm"] == [1.0, 2.0]
+    assert split["validation"] and split["test"]
+    assert pig["validation"] == [] and pig["train"] == split["train"] + split["validation"]
+    assert pig["spacing_mm"] == [1.0, 2.0]
     assert not {it["patient_id"] for it in pig["train"]} & set(split["folds"][1])
     assert pig["counts"]["fold"] == 1 and pig["counts"]["train_items"] == 8 and pig["cache"] == "/c"
     with pytest.raises(ValueError, match="held-out patients"):
@@ -82,11 +85,13 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
         detail = config["folds_detail"][str(fold)]
         # Held-out patients as the segmentation training recorded them, independently of the runner's bookkeeping.
         seg_folds = json.loads((work / f"fold{fold}" / "seg_real" / "folds.json").read_text())
-        held_out = set(seg_folds["validation_patients"])
+        held_out = set(seg_folds["test_patients"])
         assert held_out and held_out == set(detail["held_out_patients"])
+        inner = set(seg_folds["validation_patients"])
+        assert inner == set(detail["inner_validation_patients"]) and not inner & held_out
         pig_saw = json.loads((work / f"fold{fold}" / "pig" / "dataset.json").read_text())
         seen = set(pig_saw["train_patients"]) | set(pig_saw["validation_patients"])
-        assert seen == set(seg_folds["train_patients"]) == set(detail["pig"]["patients"])
+        assert seen == set(seg_folds["train_patients"]) | inner == set(detail["pig"]["patients"])
         assert not seen & held_out
         assert set(detail["pig"]["sha256"]) == {"guider.pt", "generator.pt"}
         assert all(len(h) == 64 for h in detail["pig"]["sha256"].values())

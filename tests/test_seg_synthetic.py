@@ -144,3 +144,7 @@ def test_synthetic_pairs_enter_the_training_set_only(tmp_path, request_):
     assert n_syn == expected > 0
     assert [it for it in train if not it.get(SYNTHETIC_KEY)] == split["train"]
     assert validation == split["validation"] and not any(it.get(SYNTHETIC_KEY) for it in validation)
+    # Model selection on the inner validation patients: neither training nor held-out test patients.
+    patients = {key: {it["patient_id"] for it in split[key]} for key in ("train", "validation", "test")}
+    assert patients["validation"] and not patients["validation"] & (patients["train"] | patients["test"])
+    assert not {it["patient_id"] for it in train} & patients["test"]

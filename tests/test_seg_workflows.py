@@ -45,13 +45,14 @@ def train_and_evaluate(ckpt: Path, cache: Path, *data_args: str) -> tuple[dict, 
     state = torch.load(ckpt / "seg_model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())  # plain state_dict, as MONAI Label loads it
     folds = json.loads((ckpt / "folds.json").read_text())
-    assert not set(folds["train_patients"]) & set(folds["validation_patients"])
-    assert folds["validation_patients"] == folds["folds"][0]
+    train_p, val_p, test_p = (set(folds[f"{k}_patients"]) for k in ("train", "validation", "test"))
+    assert val_p and not train_p & val_p and not (train_p | val_p) & test_p  # selection on inner validation
+    assert folds["test_patients"] == folds["folds"][0]
     log += seg_run("evaluating", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args).stdout
     metrics = json.loads((ckpt / "eval" / "metrics.json").read_text())
     assert set(metrics["mean"]) == {"dice", "iou", "precision", "recall"}
     assert all(0.0 <= v <= 1.0 for v in metrics["mean"].values())
-    assert metrics["num_images"] == folds["num_validation_items"] == len(metrics["per_image"])
+    assert metrics["num_images"] == folds["num_test_items"] == len(metrics["per_image"])  # the held-out fold
     assert (ckpt / "eval" / "metrics_per_image.csv").is_file() and (ckpt / "eval" / "val_dice_raw.csv").is_file()
     assert re.search(r"lesion metrics over \d+ image\(s\): dice [\d.]+, iou [\d.]+, precision [\d.]+, recall", log)
     return folds, metrics, log
@@ -91,7 +92,7 @@ def test_seg_smoke_on_duke_slices(tmp_path, duke_dir, seg_cache):
     folds, metrics, _ = train_and_evaluate(tmp_path / "ckpt", seg_cache, "--dataset_dir", str(duke_dir))
     assert all(p.startswith("DBT-P") for f in folds["folds"] for p in f)
     assert sum(len(f) for f in folds["folds"]) == len({p for f in folds["folds"] for p in f})
-    assert all(Path(row["image"]).name.startswith(tuple(folds["validation_patients"])) for row in metrics["per_image"])
+    assert all(Path(row["image"]).name.startswith(tuple(folds["test_patients"])) for row in metrics["per_image"])
 
 
 def test_seg_smoke_with_synthetic_pairs(tmp_path, seg_cache):
@@ -104,3 +105,13 @@ def test_seg_smoke_with_synthetic_pairs(tmp_path, seg_cache):
     summary = json.loads((ckpt / "seg_data.json").read_text())
     assert summary["train"]["synthetic"] == 4 and summary["train"]["real"] == folds["num_train_items"]
     assert summary["validation"]["synthetic"] == 0 and summary["validation"]["real"] == folds["num_validation_items"]
+
+
+def test_seg_smoke_without_inner_validation_keeps_the_final_model(tmp_path, seg_cache):
+    ckpt = tmp_path / "ckpt"
+    log = seg_run("training", "--ckpt_dir", str(ckpt), "--cache_dir", str(seg_cache), "--inner_val_fraction", "0")
+    folds = json.loads((ckpt / "folds.json").read_text())
+    assert folds["validation_patients"] == [] and folds["num_validation_items"] == 0 and folds["test_patients"]
+    assert "final-epoch model" in log.stdout + log.stderr
+    state = torch.load(ckpt / "seg_model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())

@@ -9,12 +9,15 @@ JSON overlay per stage (``<stage_dir>/grid_overlay.json``, the last ``config_fil
 fold ``k`` (``F = <work_dir>/fold{k}``):
 
 1. PIG training (``train.json``) → ``F/pig/`` (its ``ckpt_dir``: ``guider.pt``, ``generator.pt``, ``dataset.json``).
-   The ``datalist`` id is replaced by the fold's **training** items of :func:`scripts.seg.folds.fold_split` (the
-   held-out fold never reaches PIG) with an empty PIG validation list (PIG then skips validation).
+   The ``datalist`` id is replaced by the fold's **training patients'** items of :func:`scripts.seg.folds.fold_split`
+   (its ``train`` plus inner ``validation`` items; the held-out ``test`` fold never reaches PIG) with an empty PIG
+   validation list (PIG then skips validation).
 2. PIG sampling (``inference.json``) of ``ceil(max ratio × n_real_train)`` pairs → ``F/samples/`` (``manifest.csv``);
-   each ratio ``r`` uses the first ``round(r × n_real_train)`` rows (``scripts.seg.synthetic.synthetic_items``).
-3. Segmentation training (``seg_train.json``) per setting → ``F/seg_<setting>/`` (``seg_model.pt``, ``folds.json``).
-4. Evaluation of the held-out fold (``seg_evaluate.json``) → ``F/seg_<setting>/eval/metrics.json``.
+   each ratio ``r`` uses the first ``round(r × n_real_train)`` rows (``scripts.seg.synthetic.synthetic_items``);
+   ``n_real_train`` counts the segmentation ``train`` items (inner validation excluded).
+3. Segmentation training (``seg_train.json``) per setting → ``F/seg_<setting>/`` (``seg_model.pt``, ``folds.json``);
+   the checkpoint is selected on the inner validation patients (``inner_val_fraction`` of the seg config).
+4. Evaluation of the held-out fold (``seg_evaluate.json``, ``split['test']``) → ``F/seg_<setting>/eval/metrics.json``.
 
 A stage is complete when its ``<stage_dir>/stage_complete.json`` exists (written last, atomically; it holds the
 SHA-256 of the stage's overlay, its wall time and what it produced). Complete stages are skipped; a marker whose
@@ -217,21 +220,24 @@ def _write_json(path: Path, obj) -> None:
 
 
 def pig_fold_datalist(datalist: dict, split: dict) -> dict:
-    """The PIG ``datalist`` of one fold: only the fold's training items, no PIG validation.
+    """The PIG ``datalist`` of one fold: only the fold's training patients' items, no PIG validation.
+
+    The segmentation ``train`` and inner ``validation`` items are both the fold's training patients, so PIG trains on
+    both; the held-out ``test`` fold never.
 
     Args:
         datalist: ``prepare_dataset`` output (for ``cache`` and ``counts``).
         split: ``fold_split`` output of the same datalist.
 
     Returns:
-        ``{"train": split["train"], "validation": [], "spacing_mm": median over the training items, "cache",
-        "counts"}``.
+        ``{"train": split["train"] + split["validation"], "validation": [], "spacing_mm": median over the training
+        items, "cache", "counts"}``.
 
     Raises:
         ValueError: a training patient is in the held-out fold (never expected from ``fold_split``).
     """
     held_out = {str(p) for p in split["folds"][split["fold"]]}
-    train = list(split["train"])
+    train = list(split["train"]) + list(split["validation"])
     leaked = {str(it["patient_id"]) for it in train} & held_out
     if leaked:
         raise ValueError(f"held-out patients {sorted(leaked)} in the PIG training list of fold {split['fold']}")
@@ -348,11 +354,12 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
         ValueError, RuntimeError: see :func:`run_stage`.
     """
     fdir = Path(args.work_dir).resolve() / f"fold{fold}"
-    split = fold_split(ctx["datalist"], args.num_folds, fold, args.seed)
+    split = fold_split(ctx["datalist"], args.num_folds, fold, args.seed, ctx["seg_common"]["inner_val_fraction"])
     held_out = {str(p) for p in split["folds"][fold]}
     n_real = len(split["train"])
-    out: dict = {"held_out_patients": sorted(held_out), "num_real_train": n_real,
-                 "num_held_out": len(split["validation"]), "metrics": {}, "stages": {}}  # fmt: skip
+    out: dict = {"held_out_patients": sorted(held_out), "inner_validation_patients": split["validation_patients"],
+                 "num_real_train": n_real, "num_inner_validation": len(split["validation"]),
+                 "num_held_out": len(split["test"]), "metrics": {}, "stages": {}}  # fmt: skip
     pig_ratios = [s.ratio for s in settings if s.generator == "PIG"]
     if pig_ratios:
         pig_dir = fdir / "pig"
@@ -517,15 +524,18 @@ def _context(args: argparse.Namespace) -> dict:
         if k in data and v != data[k]:
             raise ValueError(f"--seg_overrides {k}={v!r} differs from the PIG config's {data[k]!r}; the segmentation "
                              "data must be prepared as PIG's (set it in --pig_overrides)")  # fmt: skip
+    seg_train_files = [_config_path("configs/seg_train.json"), *seg_overlay]
+    # Pinned in every seg overlay, so the runner's fold_split (PIG datalist, n_real_train) matches the seg runs'.
+    inner = resolve_config(seg_train_files, args.seg_overrides, ["inner_val_fraction"])
     seg_common = {**args.seg_overrides, **data, "dataset_dir": dataset_dir, "cache_dir": cache_dir,
-                  "seed": args.seed, "fold_seed": args.seed, "num_folds": args.num_folds}  # fmt: skip
+                  "seed": args.seed, "fold_seed": args.seed, "num_folds": args.num_folds, **inner}  # fmt: skip
     datalist = prepare_dataset(dataset_dir, cache_dir, seed=args.seed, **data)
     return {
         "pig_meta": _config_path("configs/metadata.json"),
         "seg_meta": _config_path("configs/seg_metadata.json"),
         "pig_train_files": pig_train_files,
         "pig_infer_files": [_config_path("configs/inference.json"), *pig_overlay],
-        "seg_train_files": [_config_path("configs/seg_train.json"), *seg_overlay],
+        "seg_train_files": seg_train_files,
         "seg_eval_files": [
             _config_path("configs/seg_train.json"),
             _config_path("configs/seg_evaluate.json"),

@@ -1,7 +1,9 @@
-"""Patient-wise K-fold cross-validation of the prepared slice datalist.
+"""Patient-wise K-fold cross-validation of the prepared slice datalist, with an inner validation split.
 
-Fold ``k`` is the held-out set (validation while training, the evaluated set in ``seg_evaluate.json``); the other
-folds train. Patients, not slices, are assigned to folds, so no patient's slices are on both sides.
+Fold ``k`` is the held-out **test** set (scored by ``seg_evaluate.json``, never seen in training or model
+selection). The other folds are the fold's training patients; a patient-wise inner validation split of them
+(``inner_val_fraction``) selects the checkpoint, and the rest train. Patients, not slices, are assigned, so no
+patient's slices are in two of ``train`` / ``validation`` / ``test``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["patient_folds", "fold_split", "write_folds", "check_folds"]
+__all__ = ["patient_folds", "inner_validation_patients", "fold_split", "write_folds", "check_folds"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,23 +47,68 @@ def patient_folds(patients: Iterable[str], num_folds: int = 5, seed: int = 0) ->
     return [sorted(ids[i] for i in order[k::num_folds]) for k in range(num_folds)]
 
 
-def fold_split(datalist: dict, num_folds: int = 5, fold: int = 0, seed: int = 0) -> dict:
+def inner_validation_patients(
+    patients: Iterable[str], inner_val_fraction: float = 0.15, seed: int = 0, fold: int = 0
+) -> list[str]:
+    """Draw the inner validation patients from a fold's training patients.
+
+    ``n = round(inner_val_fraction × N)`` of the ``N`` unique patients, at least 1 when ``inner_val_fraction > 0``
+    and ``N >= 2``, and at most ``N - 1`` (at least one patient always trains). The sorted ids are permuted with
+    ``numpy.random.default_rng([seed, fold])``, so the draw depends only on the ids, the seed and the fold.
+
+    Args:
+        patients: the fold's training patient ids (duplicates allowed); converted with ``str``.
+        inner_val_fraction: in ``[0, 1)``; 0 → no inner validation (empty list).
+        seed: the fold seed.
+        fold: the held-out fold (different folds draw independently).
+
+    Returns:
+        The inner validation patient ids, sorted.
+
+    Raises:
+        ValueError: ``inner_val_fraction`` outside ``[0, 1)``.
+    """
+    f = float(inner_val_fraction)
+    if not 0.0 <= f < 1.0:
+        raise ValueError(f"inner_val_fraction must be in [0, 1), got {inner_val_fraction}")
+    ids = sorted({str(p) for p in patients})
+    if f == 0.0 or len(ids) < 2:
+        if f > 0.0:
+            logger.warning("%d training patient(s): too few for an inner validation split", len(ids))
+        return []
+    n = min(max(1, int(round(f * len(ids)))), len(ids) - 1)
+    order = np.random.default_rng([int(seed), int(fold)]).permutation(len(ids))
+    return sorted(ids[i] for i in order[:n])
+
+
+def fold_split(
+    datalist: dict, num_folds: int = 5, fold: int = 0, seed: int = 0, inner_val_fraction: float = 0.15
+) -> dict:
     """Re-split all items of a :func:`scripts.data.prepare.prepare_dataset` datalist by patient folds.
 
-    The ``train`` and ``validation`` items are pooled (nothing is lost), then split with :func:`patient_folds`.
+    The ``train`` and ``validation`` items are pooled (nothing is lost), then split with :func:`patient_folds`:
+    fold ``fold`` is the held-out ``test`` set; the other folds' patients are split by
+    :func:`inner_validation_patients` into ``validation`` (model selection) and ``train``.
 
     Args:
         datalist: ``{"train": [items], "validation": [items], ...}``; every item has a ``patient_id``.
         num_folds: K ≥ 2.
         fold: the held-out fold, ``0 <= fold < num_folds``.
-        seed: fold seed (independent of the training seed, so repeated trainings share folds).
+        seed: fold seed (independent of the training seed, so repeated trainings share folds); also seeds the
+            inner validation draw.
+        inner_val_fraction: share of the fold's training patients used for inner validation (at least one patient
+            when > 0 and there are ≥ 2 training patients); 0 → ``validation`` is empty (``seg_train.json`` then
+            keeps the final-epoch model).
 
     Returns:
-        ``{"train": items of the other folds, "validation": items of fold ``fold``, "folds": [[patients], ...],
-        "fold": fold, "num_folds": K, "seed": seed}``.
+        ``{"train": items of the training patients minus inner validation, "validation": items of the inner
+        validation patients, "test": items of fold ``fold``, "train_patients", "validation_patients",
+        "test_patients": sorted ids, "folds": [[patients], ...], "fold": fold, "num_folds": K, "seed": seed,
+        "inner_val_fraction": fraction}``.
 
     Raises:
-        ValueError: ``fold`` out of range, an item without ``patient_id``, or see :func:`patient_folds`.
+        ValueError: ``fold`` out of range, an item without ``patient_id``, a bad ``inner_val_fraction``, or see
+            :func:`patient_folds`.
     """
     if not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
@@ -71,18 +118,26 @@ def fold_split(datalist: dict, num_folds: int = 5, fold: int = 0, seed: int = 0)
         raise ValueError(f"{len(missing)} item(s) without patient_id, e.g. {missing[0]}: cannot split by patient")
     folds = patient_folds([it["patient_id"] for it in items], num_folds, seed)
     held_out = set(folds[fold])
+    training = sorted({p for k, f in enumerate(folds) if k != fold for p in f})
+    inner = set(inner_validation_patients(training, inner_val_fraction, seed, fold))
     return {
-        "train": [it for it in items if str(it["patient_id"]) not in held_out],
-        "validation": [it for it in items if str(it["patient_id"]) in held_out],
+        "train": [it for it in items if str(it["patient_id"]) not in held_out | inner],
+        "validation": [it for it in items if str(it["patient_id"]) in inner],
+        "test": [it for it in items if str(it["patient_id"]) in held_out],
+        "train_patients": [p for p in training if p not in inner],
+        "validation_patients": sorted(inner),
+        "test_patients": list(folds[fold]),
         "folds": folds,
         "fold": int(fold),
         "num_folds": int(num_folds),
         "seed": int(seed),
+        "inner_val_fraction": float(inner_val_fraction),
     }
 
 
 def write_folds(ckpt_dir: str, split: dict) -> str:
-    """Write ``<ckpt_dir>/folds.json``: seed, K, held-out fold, patients per fold and item counts of the split.
+    """Write ``<ckpt_dir>/folds.json``: seed, K, held-out fold, patients per fold, the training / inner validation /
+    held-out test patients and item counts of the split.
 
     Returns:
         The path written (replaced atomically on a rerun).
@@ -91,11 +146,14 @@ def write_folds(ckpt_dir: str, split: dict) -> str:
         "num_folds": split["num_folds"],
         "fold": split["fold"],
         "seed": split["seed"],
+        "inner_val_fraction": split.get("inner_val_fraction"),
         "folds": split["folds"],
         "train_patients": sorted({str(it["patient_id"]) for it in split["train"]}),
         "validation_patients": sorted({str(it["patient_id"]) for it in split["validation"]}),
+        "test_patients": sorted({str(it["patient_id"]) for it in split["test"]}),
         "num_train_items": len(split["train"]),
         "num_validation_items": len(split["validation"]),
+        "num_test_items": len(split["test"]),
     }
     os.makedirs(ckpt_dir, exist_ok=True)
     path = os.path.join(ckpt_dir, "folds.json")
@@ -103,21 +161,28 @@ def write_folds(ckpt_dir: str, split: dict) -> str:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
     logger.info(
-        "fold %d/%d (seed %d): %d train patients (%d items), %d held-out patients (%d items); split in %s",
+        "fold %d/%d (seed %d): %d train patients (%d items), %d inner validation patients (%d items), "
+        "%d held-out test patients (%d items); split in %s",
         split["fold"], split["num_folds"], split["seed"], len(record["train_patients"]), record["num_train_items"],
-        len(record["validation_patients"]), record["num_validation_items"], path,
+        len(record["validation_patients"]), record["num_validation_items"], len(record["test_patients"]),
+        record["num_test_items"], path,
     )  # fmt: skip
+    if not split["validation"]:
+        logger.info("no inner validation patients: the final-epoch model is saved as seg_model.pt")
     return path
 
 
 def check_folds(ckpt_dir: str, split: dict) -> None:
     """Refuse to evaluate a fold other than the one the checkpoint in ``ckpt_dir`` was trained against.
 
-    Compares ``split`` (folds, held-out fold) with ``<ckpt_dir>/folds.json`` written by the ``training`` workflow,
-    so that evaluation never scores a model on its own training patients. Logs a warning when there is no record.
+    Compares ``split`` (folds, held-out fold, inner validation patients) with ``<ckpt_dir>/folds.json`` written by
+    the ``training`` workflow, so that evaluation never scores a model on patients it trained or was selected on.
+    Logs a warning when there is no record.
 
     Raises:
-        ValueError: a different held-out fold or different patients per fold (data, ``num_folds`` or seed changed).
+        ValueError: a different held-out fold or different patients per fold (data, ``num_folds`` or seed changed),
+            or a record without ``test_patients`` (written before the inner validation split: retrain), or
+            held-out test patients the record lists as training or inner validation patients.
     """
     path = os.path.join(ckpt_dir, "folds.json")
     if not os.path.isfile(path):
@@ -131,3 +196,12 @@ def check_folds(ckpt_dir: str, split: dict) -> None:
             f"(seed {record.get('seed')}), but fold {split['fold']} of {split['num_folds']} (seed {split['seed']}) "
             "is being evaluated; pass the same dataset, num_folds, fold and fold_seed as in training"
         )
+    if "test_patients" not in record:
+        raise ValueError(
+            f"{path}: written before the inner validation split (its checkpoint was selected on the held-out fold); "
+            "retrain to evaluate"
+        )
+    test = {str(it["patient_id"]) for it in split["test"]}
+    seen = test & (set(record.get("train_patients", [])) | set(record.get("validation_patients", [])))
+    if seen:
+        raise ValueError(f"{path}: held-out patients {sorted(seen)} were used in training or model selection")

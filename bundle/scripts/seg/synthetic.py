@@ -4,7 +4,7 @@ A PIG inference folder holds ``manifest.csv`` (``id, image, label, ...``, paths 
 ``<id>_image.nii.gz`` (float32 in [0, 1]) and ``<id>_label.nii.gz`` (uint8 {0, 1}); see ``scripts.pig.writer``.
 The real prepared slices are in [-1, 1], so synthetic items carry ``"synthetic": 1`` and
 :class:`SyntheticToRealRanged` maps their image with ``2 x - 1``. Synthetic items are only ever added to the training
-list (``seg_train.json``: ``train#dataset#data``), never to the held-out fold.
+list (``seg_train.json``: ``train#dataset#data``), never to the inner validation set or the held-out fold.
 """
 
 from __future__ import annotations
