@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--generated", required=True, help="PIG inference output folder (with manifest.csv)")
     parser.add_argument("--grid", default=None, help="optional PNG path for a grid of generated pairs")
     args = parser.parse_args(argv)
-    result = compare(load_datalist_pairs(args.datalist, args.split), load_manifest_pairs(args.generated))
+    generated = load_manifest_pairs(args.generated)
+    result = compare(load_datalist_pairs(args.datalist, args.split), generated)
     print(json.dumps(result, indent=2))
     print(markdown_table(result))
     if args.grid:
         from .preview import save_pair_grid
 
-        generated = load_manifest_pairs(args.generated)
         size = generated[0][0].shape[-1]
         save_pair_grid(
             [g[0] for g in generated], [g[1] for g in generated], args.grid, columns=8, scale=max(1, 128 // size)

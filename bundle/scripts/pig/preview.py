@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from .checkpoint import load_weights
 from .inferer import PairedDDIMInferer
-from .sampling import sample_noise
+from .sampling import sample_pairs
 
 __all__ = ["pair_grid", "save_pair_grid", "preview_samples"]
 
@@ -82,12 +82,8 @@ def preview_samples(
         return None
     guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
     generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
-    noise = [sample_noise(seed, i, image_size) for i in range(num_samples)]
-    x0_hat, y0_hat = inferer(
-        torch.cat([n[0] for n in noise]).to(device), torch.cat([n[1] for n in noise]).to(device), guider, generator
-    )
-    images = ((y0_hat[:, 0].float().cpu().clamp(-1, 1) + 1) / 2).numpy()
-    masks = (x0_hat[:, 0].float().cpu() > 0).numpy()
+    images, masks = sample_pairs(inferer, guider, generator, seed, range(num_samples), image_size, device)
+    images, masks = images[:, 0].numpy(), masks[:, 0].numpy()
     stem, ext = os.path.splitext(path)
     k = 1
     while os.path.exists(path):

@@ -13,7 +13,7 @@ from .checkpoint import file_sha256
 from .inferer import PairedDDIMInferer
 from .writer import check_free, pair_paths, write_manifest, write_pair
 
-__all__ = ["sample_noise", "generate_pairs"]
+__all__ = ["sample_noise", "sample_pairs", "generate_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,30 @@ def sample_noise(seed: int, index: int, image_size: int) -> tuple[torch.Tensor, 
     x_T = torch.randn((1, 1, image_size, image_size), generator=g)
     y_T = torch.randn((1, 1, image_size, image_size), generator=g)
     return x_T, y_T
+
+
+def sample_pairs(
+    inferer: PairedDDIMInferer,
+    guider: torch.nn.Module,
+    generator: torch.nn.Module,
+    seed: int,
+    indices: Sequence[int],
+    image_size: int,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample the pairs ``indices`` of run ``seed`` in one batch.
+
+    Returns:
+        ``(images, masks)`` on the CPU: (N, 1, S, S) float32 slices in [0, 1] (``(ŷ0 + 1) / 2``) and (N, 1, S, S)
+        uint8 masks, 1 where x̂0 > 0 (the midpoint of the {-1, +1} mask convention).
+    """
+    noise = [sample_noise(seed, i, image_size) for i in indices]
+    x_T = torch.cat([n[0] for n in noise]).to(device)
+    y_T = torch.cat([n[1] for n in noise]).to(device)
+    x0_hat, y0_hat = inferer(x_T, y_T, guider, generator)
+    images = ((y0_hat.float().clamp(-1, 1) + 1) / 2).cpu()
+    masks = (x0_hat.float() > 0).to(torch.uint8).cpu()
+    return images, masks
 
 
 def generate_pairs(
@@ -83,12 +107,7 @@ def generate_pairs(
     rows = []
     for start in range(0, num_samples, batch_size):
         index = list(range(start, min(start + batch_size, num_samples)))
-        noise = [sample_noise(seed, i, image_size) for i in index]
-        x_T = torch.cat([n[0] for n in noise]).to(device)
-        y_T = torch.cat([n[1] for n in noise]).to(device)
-        x0_hat, y0_hat = inferer(x_T, y_T, guider, generator)
-        images = ((y0_hat.float().clamp(-1, 1) + 1) / 2).cpu()
-        labels = (x0_hat.float() > 0).to(torch.uint8).cpu()
+        images, labels = sample_pairs(inferer, guider, generator, seed, index, image_size, device)
         for k, i in enumerate(index):
             image_path, label_path = pair_paths(output_dir, ids[i])
             write_pair(images[k], labels[k], image_path, label_path, spacing_mm)
