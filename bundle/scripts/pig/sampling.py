@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .checkpoint import file_sha256
 from .inferer import PairedDDIMInferer
-from .writer import check_free, pair_paths, write_manifest, write_pair
+from .writer import MANIFEST_FIELDS, check_free, pair_paths, write_manifest, write_pair
 
-__all__ = ["sample_noise", "sample_pairs", "generate_pairs"]
+__all__ = ["sample_noise", "sample_pairs", "checkpoint_column", "write_samples", "generate_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,81 @@ def sample_pairs(
     return images, masks
 
 
+def checkpoint_column(path: str) -> str:
+    """Manifest entry for a weight file: ``<file name>:sha256=<first 16 hex digits of its SHA-256>``."""
+    return f"{os.path.basename(path)}:sha256={file_sha256(path)[:16]}"
+
+
+def write_samples(
+    sample_batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None, list[dict] | None]],
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    output_dir: str,
+    spacing_mm: Sequence[float] = (1.0, 1.0),
+    id_prefix: str = "pig",
+    columns: Mapping[str, object] | None = None,
+    fields: Sequence[str] = MANIFEST_FIELDS,
+    with_masks: bool = True,
+) -> list[dict]:
+    """Sample in batches and write every sample plus ``manifest.csv`` into ``output_dir`` (any generator).
+
+    Ids are ``<id_prefix>-s<seed>-<index:05d>``; every target file is checked before the first write. Manifest rows:
+    ``id, image, label, seed, sample_index, lesion_area_px``, then ``columns`` (the same for every row, e.g.
+    checkpoint hashes) and the per-sample extras returned by ``sample_batch``. Without masks (image-only
+    generators) no label file is written and ``label`` / ``lesion_area_px`` are empty strings.
+
+    Args:
+        sample_batch: ``indices -> (images, masks, extras)``: (N, 1, S, S) float images in [0, 1], (N, 1, S, S)
+            uint8 {0, 1} masks or ``None``, and N per-row dicts of extra columns or ``None``.
+        num_samples: number of samples (>= 1).
+        batch_size: samples per ``sample_batch`` call (>= 1).
+        seed: run seed, written in every row and in the ids.
+        output_dir: destination folder (created if missing).
+        spacing_mm: (row, column) pixel spacing for the NIfTI affine.
+        id_prefix: first part of the ids (``pig``, ``ddim``, ``concat``...).
+        columns: constant extra columns.
+        fields: manifest columns, in order (must hold every key written).
+        with_masks: whether ``sample_batch`` returns masks (decides which files are checked before writing).
+
+    Returns:
+        The manifest rows.
+
+    Raises:
+        ValueError: ``num_samples`` or ``batch_size`` < 1.
+        FileExistsError: a target file or ``manifest.csv`` exists already (nothing is written).
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    ids = [f"{id_prefix}-s{seed}-{i:05d}" for i in range(num_samples)]
+    manifest = os.path.join(output_dir, "manifest.csv")
+    targets = [p for sid in ids for p in pair_paths(output_dir, sid)[: 2 if with_masks else 1]] + [manifest]
+    check_free(targets)
+    rows = []
+    for start in range(0, num_samples, batch_size):
+        index = list(range(start, min(start + batch_size, num_samples)))
+        images, labels, extras = sample_batch(index)
+        for k, i in enumerate(index):
+            image_path, label_path = pair_paths(output_dir, ids[i])
+            label = None if labels is None else labels[k]
+            write_pair(images[k], label, image_path, label_path, spacing_mm)
+            rows.append(
+                {
+                    "id": ids[i],
+                    "image": os.path.basename(image_path),
+                    "label": "" if label is None else os.path.basename(label_path),
+                    "seed": seed,
+                    "sample_index": i,
+                    "lesion_area_px": "" if label is None else int(label.sum()),
+                    **(columns or {}),
+                    **(extras[k] if extras else {}),
+                }
+            )
+        logger.info(f"generated {len(rows)}/{num_samples} samples")
+    write_manifest(manifest, rows, fields)
+    return rows
+
+
 def generate_pairs(
     inferer: PairedDDIMInferer,
     guider: torch.nn.Module,
@@ -73,7 +148,7 @@ def generate_pairs(
 
     Files: ``<id>_image.nii.gz`` (float32, [0, 1] = (ŷ0 + 1) / 2), ``<id>_label.nii.gz`` (uint8, 1 where x̂0 > 0,
     i.e. the {-1, +1} mask convention thresholded at its midpoint), and ``manifest.csv``; ids are
-    ``<id_prefix>-s<seed>-<index:05d>``. Every target is checked before the first write.
+    ``<id_prefix>-s<seed>-<index:05d>``. Every target is checked before the first write (``write_samples``).
 
     Args:
         inferer: the paired DDIM sampler.
@@ -96,33 +171,14 @@ def generate_pairs(
     """
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
-    ids = [f"{id_prefix}-s{seed}-{i:05d}" for i in range(num_samples)]
-    manifest = os.path.join(output_dir, "manifest.csv")
-    targets = [p for sid in ids for p in pair_paths(output_dir, sid)] + [manifest]
-    check_free(targets)
-    ckpt = [f"{os.path.basename(p)}:sha256={file_sha256(p)[:16]}" for p in checkpoints]
+    ckpt = [checkpoint_column(p) for p in checkpoints]
     ckpt += [""] * (2 - len(ckpt))
     guider.eval()
     generator.eval()
-    rows = []
-    for start in range(0, num_samples, batch_size):
-        index = list(range(start, min(start + batch_size, num_samples)))
+
+    def batch(index: list[int]) -> tuple[torch.Tensor, torch.Tensor, None]:
         images, labels = sample_pairs(inferer, guider, generator, seed, index, image_size, device)
-        for k, i in enumerate(index):
-            image_path, label_path = pair_paths(output_dir, ids[i])
-            write_pair(images[k], labels[k], image_path, label_path, spacing_mm)
-            rows.append(
-                {
-                    "id": ids[i],
-                    "image": os.path.basename(image_path),
-                    "label": os.path.basename(label_path),
-                    "seed": seed,
-                    "sample_index": i,
-                    "lesion_area_px": int(labels[k].sum()),
-                    "guider": ckpt[0],
-                    "generator": ckpt[1],
-                }
-            )
-        logger.info(f"generated {len(rows)}/{num_samples} pairs")
-    write_manifest(manifest, rows)
-    return rows
+        return images, labels, None
+
+    columns = {"guider": ckpt[0], "generator": ckpt[1]}
+    return write_samples(batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns)

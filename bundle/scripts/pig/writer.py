@@ -50,31 +50,39 @@ def _affine(spacing_mm: Sequence[float]) -> np.ndarray:
 
 
 def write_pair(
-    image: torch.Tensor, label: torch.Tensor, image_path: str, label_path: str, spacing_mm: Sequence[float]
+    image: torch.Tensor,
+    label: torch.Tensor | None,
+    image_path: str,
+    label_path: str | None,
+    spacing_mm: Sequence[float],
 ) -> None:
     """Write one pair as 2-D NIfTI with nibabel (no resampling), the same affine for both.
 
     Args:
         image: (1, H, W) or (H, W) generated slice, float in [0, 1]; written as float32.
-        label: (1, H, W) or (H, W) mask in {0, 1}; written as uint8.
+        label: (1, H, W) or (H, W) mask in {0, 1}; written as uint8. ``None`` for image-only generators (the DDPM /
+            DDIM baselines): then only the image is written and ``label_path`` is ignored.
         image_path, label_path: target files (``.nii.gz``), must not exist (see ``check_free``).
         spacing_mm: (row, column) pixel spacing in mm, stored in the affine.
     """
     affine = _affine(spacing_mm)
-    for arr, path, dtype in ((image, image_path, np.float32), (label, label_path, np.uint8)):
+    arrays = [(image, image_path, np.float32)] + ([] if label is None else [(label, label_path, np.uint8)])
+    for arr, path, dtype in arrays:
         data = torch.as_tensor(arr).detach().cpu().reshape(arr.shape[-2:]).numpy().astype(dtype)
         img = nib.Nifti1Image(data, affine)
         img.header.set_xyzt_units("mm")
         nib.save(img, path)
 
 
-def write_manifest(path: str, rows: list[dict]) -> None:
-    """Write ``manifest.csv`` (columns ``MANIFEST_FIELDS``, paths relative to its folder); refuses to overwrite."""
+def write_manifest(path: str, rows: list[dict], fields: Sequence[str] = MANIFEST_FIELDS) -> None:
+    """Write ``manifest.csv`` (columns ``fields``, PIG's ``MANIFEST_FIELDS`` by default; paths relative to its
+    folder); refuses to overwrite. Baselines pass ``MANIFEST_FIELDS`` plus their own columns, so PIG's columns keep
+    their names and order for every generator."""
     if os.path.exists(path):
         raise FileExistsError(f"refusing to overwrite {path}")
     tmp = path + ".tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        w = csv.DictWriter(f, fieldnames=list(fields))
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
