@@ -39,24 +39,29 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
 
 from scripts.data.prepare import prepare_dataset
+from scripts.experiments.stages import (
+    BUNDLE_ROOT,
+    MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
+    config_path,
+    free_names,
+    resolve_config,
+    run_stage,
+    versions,
+    write_json,
+)
 from scripts.pig.checkpoint import file_sha256
 from scripts.seg.folds import fold_split
 from scripts.seg.metrics import METRICS
@@ -75,9 +80,6 @@ __all__ = [
 
 logger = logging.getLogger("seg_grid")
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[2]
-MARKER = "stage_complete.json"
-OVERLAY = "grid_overlay.json"
 #: ids of ``prepare_dataset`` shared by ``train.json`` and ``seg_train.json``; the seg runs get PIG's values.
 DATA_IDS = (
     "image_size",
@@ -93,7 +95,6 @@ DATA_IDS = (
     "phantom_cases",
     "include_architectural_distortion",
 )
-PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pandas", "scipy", "pydicom", "SimpleITK")
 DUKE_NOTE = (
     "The Duke reference masks are ellipses inscribed in the radiologists' bounding boxes, not lesion outlines, so "
     "these Dice/IoU values measure agreement with box-shaped approximations."
@@ -190,35 +191,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- configs
 
 
-def _config_path(path: str) -> str:
-    """Absolute path of a config file, relative names taken from ``bundle/``; FileNotFoundError names it."""
-    full = Path(path) if Path(path).is_absolute() else BUNDLE_ROOT / path
-    if not full.is_file():
-        raise FileNotFoundError(f"config file {full} not found")
-    return str(full)
-
-
-def resolve_config(files: Sequence[str], overrides: dict, ids: Sequence[str]) -> dict:
-    """Values of ``ids`` in the merged config ``files`` + ``overrides`` (as ``monai.bundle run`` would merge them).
-
-    Raises:
-        KeyError: an id is missing from the merged config.
-    """
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser(ConfigParser.load_config_files(list(files)))
-    parser.update(dict(overrides))
-    return {i: parser.get_parsed_content(i) for i in ids}
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (``.tmp`` + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def pig_fold_datalist(datalist: dict, split: dict) -> dict:
     """The PIG ``datalist`` of one fold: only the fold's training patients' items, no PIG validation.
 
@@ -248,84 +220,6 @@ def pig_fold_datalist(datalist: dict, split: dict) -> dict:
 
 
 # ---------------------------------------------------------------- stages
-
-
-def _overlay_hash(files: Sequence[str], overlay: dict, workflow: str) -> str:
-    blob = json.dumps({"files": list(files), "overlay": overlay, "workflow": workflow}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def run_stage(
-    name: str, stage_dir: Path, log_path: Path, workflow: str, meta: str, files: Sequence[str], overlay: dict,
-    resume_in_place: bool = False,
-) -> dict:  # fmt: skip
-    """Run one ``monai.bundle run <workflow>`` stage unless ``<stage_dir>/stage_complete.json`` says it is done.
-
-    Writes ``<stage_dir>/grid_overlay.json`` (``overlay``, the last config file), the subprocess output into
-    ``log_path``, then the marker ``{"stage", "overlay_sha256", "seconds", "finished"}``.
-
-    Args:
-        name: stage name for logs (``fold0/pig``).
-        stage_dir: the stage's output folder.
-        workflow: run id (``training``, ``inference``, ``evaluating``).
-        meta: metadata file; files: config files before the overlay.
-        overlay: ids → values set by the runner.
-        resume_in_place: keep an unfinished ``stage_dir`` (the workflow resumes); else it is renamed aside.
-
-    Returns:
-        The marker content.
-
-    Raises:
-        ValueError: the marker (or, resuming in place, the unfinished stage's overlay) was written for another
-            overlay (settings changed since the work dir was made).
-        RuntimeError: the workflow failed (message names the log file and ends with its tail).
-    """
-    marker = stage_dir / MARKER
-    digest = _overlay_hash(files, overlay, workflow)
-    if marker.is_file():
-        done = json.loads(marker.read_text(encoding="utf-8"))
-        if done.get("overlay_sha256") != digest:
-            raise ValueError(
-                f"{marker}: stage {name} was completed with other settings (overlay hash {done.get('overlay_sha256')},"
-                f" now {digest}); use a new --work_dir or delete {stage_dir}"
-            )
-        logger.info("stage %s: complete (%s), skipping", name, marker)
-        return done
-    overlay_path = stage_dir / OVERLAY
-    if resume_in_place and overlay_path.is_file():
-        before = json.loads(overlay_path.read_text(encoding="utf-8"))
-        if json.dumps(before, sort_keys=True, default=str) != json.dumps(overlay, sort_keys=True, default=str):
-            raise ValueError(
-                f"{overlay_path}: unfinished stage {name} was started with other settings; it cannot resume with "
-                f"these. Use a new --work_dir or delete {stage_dir}"
-            )
-    if stage_dir.exists() and any(stage_dir.iterdir()) and not resume_in_place:
-        aside = stage_dir.with_name(f"{stage_dir.name}.incomplete-{datetime.now():%Y%m%d-%H%M%S-%f}")
-        logger.warning("stage %s: unfinished %s moved to %s", name, stage_dir, aside)
-        stage_dir.rename(aside)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(overlay_path, overlay)
-    config_files = [*files, str(overlay_path)]
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", meta,
-        "--config_file", repr(config_files), "--logging_file", str(BUNDLE_ROOT / "configs" / "logging.conf"),
-    ]  # fmt: skip
-    logger.info("stage %s: running (log %s)", name, log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n# {datetime.now().isoformat()} {shlex.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-    seconds = round(time.monotonic() - start, 1)
-    if proc.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-40:])
-        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
-    done = {"stage": name, "workflow": workflow, "overlay_sha256": digest, "seconds": seconds,
-            "finished": datetime.now().isoformat(), "command": cmd}  # fmt: skip
-    _write_json(marker, done)
-    logger.info("stage %s: done in %.1f s", name, seconds)
-    return done
 
 
 def _pig_record(pig_dir: Path, held_out: set[str]) -> dict:
@@ -441,40 +335,14 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_names(work_dir: Path) -> tuple[Path, Path, Path]:
-    """``table.md/.csv`` + ``config.json``, or ``table_<ts>.*`` + ``config_<ts>.json`` when ``table.md`` exists."""
-    if not (work_dir / "table.md").exists():
-        return work_dir / "table.md", work_dir / "table.csv", work_dir / "config.json"
-    while True:
-        ts = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        names = (work_dir / f"table_{ts}.md", work_dir / f"table_{ts}.csv", work_dir / f"config_{ts}.json")
-        if not any(p.exists() for p in names):
-            return names
-
-
-def _versions() -> dict:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BUNDLE_ROOT, capture_output=True,
-                                           text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out
-
-
 def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool) -> dict[str, str]:
     """Write the Markdown table (with the configuration under it), the CSV and ``config.json``; never overwrites.
 
     Returns:
         ``{"table_md", "table_csv", "config"}`` → paths written.
     """
-    md_path, csv_path, cfg_path = _free_names(work_dir)
-    _write_json(cfg_path, config)
+    md_path, csv_path, cfg_path = free_names(work_dir, ("table.md", "table.csv", "config.json"))
+    write_json(cfg_path, config)
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) + [m for m in METRICS])
         w.writeheader()
@@ -513,32 +381,32 @@ def _settings(args: argparse.Namespace) -> list[Setting]:
 
 def _context(args: argparse.Namespace) -> dict:
     """Config files, shared overlays and the prepared datalist; ValueError when seg data ids contradict PIG's."""
-    pig_overlay = [_config_path(args.pig_overlay)] if args.pig_overlay else []
-    seg_overlay = [_config_path(args.seg_overlay)] if args.seg_overlay else []
+    pig_overlay = [config_path(args.pig_overlay)] if args.pig_overlay else []
+    seg_overlay = [config_path(args.seg_overlay)] if args.seg_overlay else []
     cache_dir = str(Path(args.cache_dir).resolve())
     dataset_dir = str(Path(args.dataset_dir).resolve()) if args.dataset_dir else None
     pig_common = {**args.pig_overrides, "dataset_dir": dataset_dir, "cache_dir": cache_dir, "seed": args.seed}
-    pig_train_files = [_config_path("configs/train.json"), *pig_overlay]
+    pig_train_files = [config_path("configs/train.json"), *pig_overlay]
     data = resolve_config(pig_train_files, pig_common, DATA_IDS)
     for k, v in args.seg_overrides.items():
         if k in data and v != data[k]:
             raise ValueError(f"--seg_overrides {k}={v!r} differs from the PIG config's {data[k]!r}; the segmentation "
                              "data must be prepared as PIG's (set it in --pig_overrides)")  # fmt: skip
-    seg_train_files = [_config_path("configs/seg_train.json"), *seg_overlay]
+    seg_train_files = [config_path("configs/seg_train.json"), *seg_overlay]
     # Pinned in every seg overlay, so the runner's fold_split (PIG datalist, n_real_train) matches the seg runs'.
     inner = resolve_config(seg_train_files, args.seg_overrides, ["inner_val_fraction"])
     seg_common = {**args.seg_overrides, **data, "dataset_dir": dataset_dir, "cache_dir": cache_dir,
                   "seed": args.seed, "fold_seed": args.seed, "num_folds": args.num_folds, **inner}  # fmt: skip
     datalist = prepare_dataset(dataset_dir, cache_dir, seed=args.seed, **data)
     return {
-        "pig_meta": _config_path("configs/metadata.json"),
-        "seg_meta": _config_path("configs/seg_metadata.json"),
+        "pig_meta": config_path("configs/metadata.json"),
+        "seg_meta": config_path("configs/seg_metadata.json"),
         "pig_train_files": pig_train_files,
-        "pig_infer_files": [_config_path("configs/inference.json"), *pig_overlay],
+        "pig_infer_files": [config_path("configs/inference.json"), *pig_overlay],
         "seg_train_files": seg_train_files,
         "seg_eval_files": [
-            _config_path("configs/seg_train.json"),
-            _config_path("configs/seg_evaluate.json"),
+            config_path("configs/seg_train.json"),
+            config_path("configs/seg_evaluate.json"),
             *seg_overlay,
         ],  # fmt: skip
         "pig_common": pig_common,
@@ -585,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "pig_common_overlay": ctx["pig_common"],
         "seg_common_overlay": ctx["seg_common"],
         "data_ids_from_pig": ctx["data"],
-        "versions": _versions(),
+        "versions": versions(),
         "seconds_this_invocation": round(time.monotonic() - start, 1),
         "folds_detail": {str(f): d for f, d in folds.items()},
         "rows": rows,

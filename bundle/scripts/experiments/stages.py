@@ -1,0 +1,182 @@
+"""Resumable experiment stages: each stage is one ``python -m monai.bundle run`` subprocess of the bundle's configs.
+
+A stage is complete when ``<stage_dir>/stage_complete.json`` exists (written last, atomically; it holds the SHA-256
+of the stage's overlay, its wall time and its command). Complete stages are skipped; a marker written for another
+overlay is an error. Used by :mod:`scripts.experiments.seg_grid` and :mod:`scripts.experiments.compare_generators`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+__all__ = [
+    "BUNDLE_ROOT",
+    "MARKER",
+    "OVERLAY",
+    "PACKAGES",
+    "config_path",
+    "resolve_config",
+    "write_json",
+    "overlay_hash",
+    "run_stage",
+    "free_names",
+    "versions",
+]
+
+logger = logging.getLogger("experiments")
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+MARKER = "stage_complete.json"
+OVERLAY = "grid_overlay.json"
+PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pandas", "scipy", "pydicom", "SimpleITK")
+
+
+def config_path(path: str) -> str:
+    """Absolute path of a config file, relative names taken from ``bundle/``; FileNotFoundError names it."""
+    full = Path(path) if Path(path).is_absolute() else BUNDLE_ROOT / path
+    if not full.is_file():
+        raise FileNotFoundError(f"config file {full} not found")
+    return str(full)
+
+
+def resolve_config(files: Sequence[str], overrides: dict, ids: Sequence[str]) -> dict:
+    """Values of ``ids`` in the merged config ``files`` + ``overrides`` (as ``monai.bundle run`` would merge them).
+
+    Raises:
+        KeyError: an id is missing from the merged config.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(ConfigParser.load_config_files(list(files)))
+    parser.update(dict(overrides))
+    return {i: parser.get_parsed_content(i) for i in ids}
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (``.tmp`` + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+
+def overlay_hash(files: Sequence[str], overlay: dict, workflow: str) -> str:
+    blob = json.dumps({"files": list(files), "overlay": overlay, "workflow": workflow}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_stage(
+    name: str, stage_dir: Path, log_path: Path, workflow: str, meta: str, files: Sequence[str], overlay: dict,
+    resume_in_place: bool = False,
+) -> dict:  # fmt: skip
+    """Run one ``monai.bundle run <workflow>`` stage unless ``<stage_dir>/stage_complete.json`` says it is done.
+
+    Writes ``<stage_dir>/grid_overlay.json`` (``overlay``, the last config file), the subprocess output into
+    ``log_path``, then the marker ``{"stage", "overlay_sha256", "seconds", "finished"}``.
+
+    Args:
+        name: stage name for logs (``fold0/pig``).
+        stage_dir: the stage's output folder.
+        workflow: run id (``training``, ``inference``, ``evaluating``).
+        meta: metadata file; files: config files before the overlay.
+        overlay: ids → values set by the runner.
+        resume_in_place: keep an unfinished ``stage_dir`` (the workflow resumes); else it is renamed aside.
+
+    Returns:
+        The marker content.
+
+    Raises:
+        ValueError: the marker (or, resuming in place, the unfinished stage's overlay) was written for another
+            overlay (settings changed since the work dir was made).
+        RuntimeError: the workflow failed (message names the log file and ends with its tail).
+    """
+    marker = stage_dir / MARKER
+    digest = overlay_hash(files, overlay, workflow)
+    if marker.is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("overlay_sha256") != digest:
+            raise ValueError(
+                f"{marker}: stage {name} was completed with other settings (overlay hash {done.get('overlay_sha256')},"
+                f" now {digest}); use a new --work_dir or delete {stage_dir}"
+            )
+        logger.info("stage %s: complete (%s), skipping", name, marker)
+        return done
+    overlay_path = stage_dir / OVERLAY
+    if resume_in_place and overlay_path.is_file():
+        before = json.loads(overlay_path.read_text(encoding="utf-8"))
+        if json.dumps(before, sort_keys=True, default=str) != json.dumps(overlay, sort_keys=True, default=str):
+            raise ValueError(
+                f"{overlay_path}: unfinished stage {name} was started with other settings; it cannot resume with "
+                f"these. Use a new --work_dir or delete {stage_dir}"
+            )
+    if stage_dir.exists() and any(stage_dir.iterdir()) and not resume_in_place:
+        aside = stage_dir.with_name(f"{stage_dir.name}.incomplete-{datetime.now():%Y%m%d-%H%M%S-%f}")
+        logger.warning("stage %s: unfinished %s moved to %s", name, stage_dir, aside)
+        stage_dir.rename(aside)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json(overlay_path, overlay)
+    config_files = [*files, str(overlay_path)]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", meta,
+        "--config_file", repr(config_files), "--logging_file", str(BUNDLE_ROOT / "configs" / "logging.conf"),
+    ]  # fmt: skip
+    logger.info("stage %s: running (log %s)", name, log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n# {datetime.now().isoformat()} {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    seconds = round(time.monotonic() - start, 1)
+    if proc.returncode != 0:
+        tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-40:])
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
+    done = {"stage": name, "workflow": workflow, "overlay_sha256": digest, "seconds": seconds,
+            "finished": datetime.now().isoformat(), "command": cmd}  # fmt: skip
+    write_json(marker, done)
+    logger.info("stage %s: done in %.1f s", name, seconds)
+    return done
+
+
+
+def free_names(work_dir: Path, names: Sequence[str]) -> list[Path]:
+    """``work_dir/<name>`` for each of ``names``, or ``<stem>_<timestamp><suffix>`` for all when the first exists.
+
+    Results are never overwritten: a second run of a finished experiment writes a new set beside the first.
+    """
+    if not (work_dir / names[0]).exists():
+        return [work_dir / n for n in names]
+    while True:
+        ts = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        paths = [work_dir / f"{Path(n).stem}_{ts}{Path(n).suffix}" for n in names]
+        if not any(p.exists() for p in paths):
+            return paths
+
+
+def versions(packages: Sequence[str] = PACKAGES) -> dict:
+    """Python, platform, the installed versions of ``packages`` and the bundle's git commit (when in a checkout)."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in packages:
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BUNDLE_ROOT, capture_output=True,
+                                           text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
