@@ -184,8 +184,8 @@ def _read_gray(path: Path, csv_path: Path) -> np.ndarray:
         with Image.open(path) as img:
             # "L" of three identical channels is that channel (ITU-R 601 weights sum to 1).
             return np.asarray(img.convert("L"), dtype=np.float32)
-    except OSError as err:
-        raise DataError(f"{csv_path}: cannot read image {path}: {err}") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # truncated/corrupt files
+        raise DataError(f"{csv_path}: cannot read image {path} (truncated or corrupt?): {err}") from err
 
 
 def _optional_int(rows: pd.DataFrame, col: str) -> int | None:
@@ -283,7 +283,7 @@ def load_duke_cases(dataset_dir: str | Path, include_architectural_distortion: b
             },
         )
     if skipped:
-        log.info(
+        log.warning(
             "%s: skipped %d file(s) whose boxes are all architectural distortions "
             "(include_architectural_distortion=False)",
             csv_path,

@@ -51,14 +51,34 @@ def _entries(folder: Path) -> dict[str, Path]:
 
 
 def _patients(root: Path) -> dict[str, str]:
+    """``case → patient`` from ``root/patients.csv`` (empty when absent).
+
+    Raises:
+        DataError: naming the CSV (and its 2-based row): missing columns, an empty patient, or one case listed with
+            two different patients (a case listed twice with the same patient is accepted).
+    """
     table = root / "patients.csv"
     if not table.is_file():
         return {}
+    mapping: dict[str, str] = {}
     with open(table, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"case", "patient"} <= set(reader.fieldnames):
             raise DataError(f"{table}: expected columns 'case,patient', got {reader.fieldnames}")
-        return {row["case"].strip(): row["patient"].strip() for row in reader if row.get("case")}
+        for row_number, row in enumerate(reader, start=2):
+            case, patient = (row.get("case") or "").strip(), (row.get("patient") or "").strip()
+            if not case:
+                continue
+            if not patient:
+                raise DataError(f"{table}, row {row_number}: case {case!r} has an empty patient")
+            if mapping.get(case, patient) != patient:
+                # a wrong patient id would put one case on both sides of the patient-wise split
+                raise DataError(
+                    f"{table}, row {row_number}: case {case!r} is listed with two patients, {mapping[case]!r} and "
+                    f"{patient!r}; keep one row per case"
+                )
+            mapping[case] = patient
+    return mapping
 
 
 def list_folder_pairs(dataset_dir: str | Path) -> list[tuple[str, str, Path, Path]]:

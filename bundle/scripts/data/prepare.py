@@ -179,6 +179,13 @@ def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Genera
                            rng)  # fmt: skip
         for j, (out_img, out_lab, spacing) in enumerate(outputs):
             if had_lesion and not out_lab.any():  # lesion thinner than an output pixel: the pair would lie
+                logger.warning(
+                    "%s, slice %d skipped: the lesion vanishes when resized to %d px (increase image_size or use "
+                    'crop_mode="patch")',
+                    case.source or case.case_id,
+                    s,
+                    params["image_size"],
+                )
                 counts["skipped_lesion_lost_in_resize"] += 1
                 continue
             stem = f"{case.case_id}_s{s:04d}_{j:02d}"
@@ -298,11 +305,23 @@ def prepare_dataset(
             case_items = _prepare_case(case, tmp, params, rng, counts)
             if not case_items:
                 counts["cases_without_kept_slice"] += 1
+                # e.g. an all-zero (lesion-free) mask, or a lesion smaller than min_lesion_area on every slice
+                logger.warning(
+                    "%s: case %r gives no slice (no slice with ≥ %d lesion pixels, or all its slices skipped); "
+                    "it is left out",
+                    case.source or case.case_id,
+                    case.case_id,
+                    max(int(min_lesion_area), 1),
+                )
             items.extend(case_items)
+        skipped = {k: v for k, v in sorted(counts.items()) if k.startswith(("skipped_", "cases_without")) and v}
+        if skipped:  # one summary line, so the count is in the run log even when the per-item warnings scroll away
+            logger.warning("%s: skipped items %s (see the warnings above for each)", dataset_dir or "phantom", skipped)
         if not items:
             raise DataError(
                 f"{dataset_dir or 'phantom'}: no slice kept from {counts['cases']} case(s) "
-                f"(min_lesion_area={min_lesion_area}); nothing to train on"
+                f"(min_lesion_area={min_lesion_area}); nothing to train on. Check that the masks are not all empty "
+                "and that min_lesion_area is not larger than the lesions"
             )
         val_patients = split_patients([it["patient_id"] for it in items], val_fraction, seed)
         datalist = {

@@ -19,6 +19,7 @@ Every problem raises :class:`~scripts.data.case.DataError` with the offending fi
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -68,7 +69,11 @@ def _finish(array: np.ndarray, spacing, path: Path) -> tuple[np.ndarray, tuple[f
     if array.dtype.kind == "f":
         array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
-            raise DataError(f"{path}: image contains NaN or Inf pixel values")
+            n_bad = int(array.size - np.isfinite(array).sum())
+            raise DataError(
+                f"{path}: image contains NaN or Inf pixel values ({n_bad} of {array.size} pixels); "
+                "replace them (e.g. by the background value) before preparing the data"
+            )
     elif array.dtype.kind == "b":
         array = array.astype(np.uint8)
     elif array.dtype.kind not in "ui":
@@ -87,14 +92,17 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple, dict]:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)  # stored dtype (scaled to float only when scl_slope is set)
     except Exception as err:  # nibabel raises many types for truncated/corrupt files
-        raise DataError(f"{path}: cannot read NIfTI file ({type(err).__name__}: {err})") from err
+        raise DataError(f"{path}: cannot read NIfTI file (truncated or corrupt?): {type(err).__name__}: {err}") from err
     zooms = tuple(float(z) for z in img.header.get_zooms())
     while data.ndim > 3 and data.shape[-1] == 1:  # trailing singleton dims (e.g. (X, Y, Z, 1)) carry nothing
         data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
-        raise DataError(f"{path}: expected a 2-D or 3-D NIfTI image, got shape {data.shape}")
+        raise DataError(
+            f"{path}: expected a 2-D or 3-D NIfTI image, got shape {data.shape}; save one gray 3-D volume (or 2-D "
+            "slice) per case, not a 4-D series"
+        )
     zooms = (zooms + (1.0, 1.0, 1.0))[:3]
     # (X, Y, Z) -> (S=Z, H=X, W=Y); the affine maps (x, y, z) = (h, w, s) indices to RAS mm.
     array = np.transpose(data, (2, 0, 1))
@@ -105,6 +113,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple, dict]:
 
 
 # --------------------------------------------------------------------------- ITK
+def _itk_reason(err: Exception) -> str:
+    """ITK's multi-line exception text without the C++ source location: its last two informative lines."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    lines = [line for line in lines if not re.search(r"\.(cxx|hxx|h):\d+:?$", line)]
+    return f"{type(err).__name__}: " + " ".join(lines[-2:])
+
+
 def _read_itk(path: Path) -> tuple[np.ndarray, tuple, dict]:
     import itk
 
@@ -112,14 +127,17 @@ def _read_itk(path: Path) -> tuple[np.ndarray, tuple, dict]:
         img = itk.imread(str(path))
         data = np.asarray(itk.array_from_image(img))
     except Exception as err:
-        raise DataError(f"{path}: cannot read image with ITK ({type(err).__name__}: {err})") from err
+        raise DataError(f"{path}: cannot read image with ITK (truncated or corrupt file?): {_itk_reason(err)}") from err
     ndim = img.GetImageDimension()
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{path}: expected a scalar (gray) image, got {img.GetNumberOfComponentsPerPixel()} components")
     if ndim == 2:
         data = data[None]
     if data.ndim != 3 or ndim not in (2, 3):
-        raise DataError(f"{path}: expected a 2-D or 3-D image, got {ndim}-D of shape {data.shape}")
+        raise DataError(
+            f"{path}: expected a 2-D or 3-D image, got {ndim}-D of shape {data.shape}; save one gray 3-D volume (or "
+            "2-D slice) per case"
+        )
     spacing_xyz = [float(s) for s in img.GetSpacing()] + [1.0] * (3 - ndim)
     origin = [float(o) for o in img.GetOrigin()] + [0.0] * (3 - ndim)
     direction = np.eye(3)
@@ -147,7 +165,9 @@ def _read_pil(path: Path) -> tuple[np.ndarray, tuple, dict]:
                 img = img.convert("L")
             data = np.array(img)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot read image with Pillow ({type(err).__name__}: {err})") from err
+        raise DataError(
+            f"{path}: cannot read image with Pillow (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
     if data.ndim != 2:
         raise DataError(f"{path}: expected a 2-D gray image, got shape {data.shape} (mode {mode})")
     lossy = path.name.lower().endswith(LOSSY_EXTENSIONS)
@@ -260,7 +280,9 @@ def _dcmread(path: Path):
         ds = pydicom.dcmread(str(path))
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises InvalidDicomError, AttributeError, ValueError, ... for bad files
-        raise DataError(f"{path}: cannot read DICOM pixel data ({type(err).__name__}: {err})") from err
+        raise DataError(
+            f"{path}: cannot read DICOM pixel data (truncated or corrupt?): {type(err).__name__}: {err}"
+        ) from err
     if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
         raise DataError(f"{path}: expected a gray DICOM image, got SamplesPerPixel={ds.SamplesPerPixel}")
     return ds, np.asarray(pixels)
@@ -393,11 +415,17 @@ def check_mask(array: np.ndarray, path: str | Path, lossy: bool = False) -> np.n
         lossy: True when the mask came from a lossy format (JPEG).
 
     Raises:
-        DataError: a lossless mask with values outside {0, 1} / {0, 255} (the message lists the values found).
+        DataError: a mask with NaN or Inf values (lossy or not); a lossless mask with values outside {0, 1} /
+            {0, 255} (the message lists the values found).
     """
     array = np.asarray(array)
     if array.dtype.kind == "b":
         return array.astype(np.uint8)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # NaN compares False with every threshold: a lossy NaN mask would silently become lesion-free.
+        raise DataError(f"{path}: mask contains NaN or Inf values; save it as {{0, 1}} or {{0, 255}} integers")
+    if array.dtype.kind not in "uif":
+        raise DataError(f"{path}: unsupported mask pixel type {array.dtype}")
     if lossy:
         peak = float(array.max()) if array.size else 0.0
         if peak <= 0:
@@ -413,7 +441,10 @@ def check_mask(array: np.ndarray, path: str | Path, lossy: bool = False) -> np.n
     if set(values.tolist()) <= {0, 255}:
         return (array == 255).astype(np.uint8)
     shown = ", ".join(f"{v:g}" for v in values[:10].tolist()) + (", ..." if values.size > 10 else "")
-    raise DataError(f"{path}: mask must hold only {{0, 1}} or {{0, 255}}, found values {shown}")
+    raise DataError(
+        f"{path}: mask must hold only {{0, 1}} or {{0, 255}}, found values {shown}; binarise it (lesion = 1 or 255) "
+        "and save it in a lossless format"
+    )
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
@@ -445,13 +476,24 @@ def check_pair(
     affine (NIfTI/ITK, compared in RAS), equal direction cosines (within 1e-3) and origins (within half a voxel).
 
     Raises:
-        DataError: naming both files and the mismatching shapes, spacings or orientations.
+        DataError: naming both files and the mismatching shapes, spacings or orientations, or a spacing that is not
+            three finite positive numbers.
     """
     pair = f"image {image_path} and mask {mask_path}"
     if tuple(image_shape) != tuple(mask_shape):
-        raise DataError(f"{pair}: shapes differ, image {tuple(image_shape)} vs mask {tuple(mask_shape)}")
+        raise DataError(
+            f"{pair}: shapes differ, image {tuple(image_shape)} vs mask {tuple(mask_shape)}; the mask must be drawn "
+            "on the image's voxel grid (resample it onto the image)"
+        )
+    for what, spacing in (("image", image_spacing), ("mask", mask_spacing)):
+        values = np.asarray(spacing, dtype=np.float64).ravel()
+        if values.size != 3 or not (np.isfinite(values).all() and (values > 0).all()):
+            raise DataError(f"{pair}: invalid {what} spacing {tuple(np.ravel(spacing))}; expected 3 positive mm values")
     if not np.allclose(image_spacing, mask_spacing, rtol=rtol, atol=0):
-        raise DataError(f"{pair}: spacing differs, image {tuple(image_spacing)} mm vs mask {tuple(mask_spacing)} mm")
+        raise DataError(
+            f"{pair}: spacing differs, image {tuple(image_spacing)} mm vs mask {tuple(mask_spacing)} mm; "
+            "resample the mask onto the image grid (or fix the header of the wrong file)"
+        )
     a, b = image_info.get("affine_ras"), mask_info.get("affine_ras")
     if a is None or b is None:
         return
@@ -460,10 +502,14 @@ def check_pair(
     dir_b = b[:3, :3] / np.linalg.norm(b[:3, :3], axis=0, keepdims=True)
     if not np.allclose(dir_a, dir_b, atol=1e-3):
         raise DataError(
-            f"{pair}: orientation differs (direction cosines {dir_a.round(3).tolist()} vs {dir_b.round(3).tolist()})"
+            f"{pair}: orientation differs (direction cosines {dir_a.round(3).tolist()} vs {dir_b.round(3).tolist()}); "
+            "reorient the mask to the image (e.g. with the same tool that wrote the image)"
         )
     if np.abs(a[:3, 3] - b[:3, 3]).max() > 0.5 * min(image_spacing):
-        raise DataError(f"{pair}: origin differs ({a[:3, 3].round(3).tolist()} vs {b[:3, 3].round(3).tolist()} mm)")
+        raise DataError(
+            f"{pair}: origin differs ({a[:3, 3].round(3).tolist()} vs {b[:3, 3].round(3).tolist()} mm); "
+            "resample the mask onto the image grid"
+        )
 
 
 def read_case(image_path, mask_path, case_id: str, patient_id: str, meta: dict | None = None) -> Case:

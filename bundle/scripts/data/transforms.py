@@ -51,6 +51,34 @@ def _rng(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+def _check_finite(array: np.ndarray, what: str = "image") -> None:
+    """Raise DataError when a float ``array`` holds NaN or Inf.
+
+    NaN compares False with every threshold and Inf swallows every histogram bin, so without this check the Otsu
+    threshold, the percentile window and the resize would return silently wrong (or NaN) results.
+    """
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise DataError(f"{what} contains NaN or Inf values ({int(array.size - np.isfinite(array).sum())} pixels)")
+
+
+def _as_float32(array, what: str = "image") -> np.ndarray:
+    """``array`` as float32 after :func:`_check_finite`; DataError when finite values overflow float32 (> 3.4e38)."""
+    array = np.asarray(array)
+    _check_finite(array, what)
+    out = array.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} has values beyond the float32 range (±3.4e38); rescale it first")
+    return out
+
+
+def _check_pair_2d(image: np.ndarray, label: np.ndarray, image_size: int) -> None:
+    """Shared argument checks of the square-output functions (ValueError: wrong shapes or ``image_size < 1``)."""
+    if image.ndim != 2 or label.shape != image.shape or min(image.shape) < 1:
+        raise ValueError(f"expected non-empty (H, W) image and mask of one shape, got {image.shape}, {label.shape}")
+    if int(image_size) < 1:
+        raise ValueError(f"image_size must be ≥ 1, got {image_size}")
+
+
 # --------------------------------------------------------------------------- slice selection
 def select_lesion_slices(
     label: np.ndarray,
@@ -102,11 +130,27 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold (maximum between-class variance) of ``values`` from a ``bins``-bin histogram.
 
     Returns the upper edge of the best bin, so ``values > t`` is the bright class; for constant input, that value.
+    The result lies in ``[min(values), max(values)]``.
+
+    Args:
+        values: array of any shape and real dtype (bool, integers, floats); flattened.
+        bins: histogram bins (≥ 1).
+
+    Raises:
+        ValueError: empty ``values``, ``bins < 1``, or a value range too large for float64 (``max - min`` = Inf).
+        DataError: NaN or Inf values.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("otsu_threshold needs at least one value, got an empty array")
+    if int(bins) < 1:
+        raise ValueError(f"bins must be ≥ 1, got {bins}")
+    _check_finite(values, "otsu_threshold input")
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return lo
+    if not np.isfinite(hi - lo):
+        raise ValueError(f"value range [{lo:g}, {hi:g}] overflows float64; rescale the image first")
     hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
     weight = np.cumsum(hist).astype(np.float64)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -139,10 +183,15 @@ def breast_mask(image: np.ndarray) -> np.ndarray:
 
     Returns:
         ``(H, W)`` bool mask; all False for a constant image.
+
+    Raises:
+        ValueError: ``image`` is not 2-D or is empty.
+        DataError: NaN or Inf pixels.
     """
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"expected an (H, W) slice, got shape {image.shape}")
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"expected a non-empty (H, W) slice, got shape {image.shape}")
+    _check_finite(image)
     if float(image.max()) <= float(image.min()):
         return np.zeros(image.shape, bool)
     fg = _foreground(image)
@@ -160,14 +209,20 @@ def detect_breast_side(image: np.ndarray) -> str:
     on the other side counts only by its area). Ties (e.g. a constant image) give ``"left"``.
 
     Args:
-        image: ``(H, W)`` slice (bright = tissue), or ``(S, H, W)`` volume (its mean projection is used).
+        image: ``(H, W)`` slice (bright = tissue), or ``(..., H, W)`` stack such as an ``(S, H, W)`` volume (the
+            mean over the leading axes is used).
 
     Returns:
         ``"left"`` (breast at low column indices) or ``"right"``.
+
+    Raises:
+        ValueError: fewer than 2 dimensions or an empty array.
+        DataError: NaN or Inf pixels.
     """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 3:
-        image = image.mean(axis=0)
+    image = np.asarray(image)
+    if image.ndim < 2 or image.size == 0:
+        raise ValueError(f"expected a non-empty (..., H, W) array, got shape {image.shape}")
+    image = _as_float32(image).reshape(-1, *image.shape[-2:]).mean(axis=0)  # (H, W) mean projection
     if float(image.max()) <= float(image.min()):
         return "left"
     fg = _foreground(image)
@@ -191,7 +246,11 @@ class NormalizeLaterality(Transform):
         self.side = side
 
     def needs_flip(self, image: np.ndarray, side: str | None = None) -> bool:
-        """True when ``image`` (``(H, W)`` or ``(S, H, W)``) must be flipped; ``side`` overrides detection."""
+        """True when ``image`` (``(..., H, W)``) must be flipped; ``side`` overrides detection.
+
+        Raises:
+            ValueError: ``side`` not in ``("left", "right", None)``; see also :func:`detect_breast_side`.
+        """
         side = side or self.side or detect_breast_side(image)
         if side not in ("left", "right"):
             raise ValueError(f"side must be 'left', 'right' or None, got {side!r}")
@@ -325,8 +384,11 @@ class PercentileWindow(Transform):
         lower, upper: percentiles in [0, 100], ``lower < upper`` (default 0.5, 99.5).
         breast_only: compute the percentiles inside the breast mask (falls back to the whole image if it is empty).
 
+    Returns (``__call__``): float32 array of the input's shape with values in [-1, 1].
+
     Raises:
-        DataError: the window is empty (constant image, or constant breast region).
+        DataError: the window is empty (constant image, or constant breast region), or NaN/Inf pixels.
+        ValueError: percentiles out of order or outside [0, 100]; an empty image.
     """
 
     def __init__(self, lower: float = 0.5, upper: float = 99.5, breast_only: bool = True) -> None:
@@ -336,7 +398,10 @@ class PercentileWindow(Transform):
 
     def window(self, img: np.ndarray, region: np.ndarray | None = None) -> tuple[float, float]:
         """``(low, high)`` intensity percentiles of ``img`` (``(H, W)``) within ``region`` (bool, optional)."""
-        img = np.asarray(img, dtype=np.float32)
+        img = np.asarray(img)
+        if img.size == 0:
+            raise ValueError("PercentileWindow got an empty image")
+        img = _as_float32(img)
         if region is None and self.breast_only and img.ndim == 2:
             region = breast_mask(img)
         values = img[region] if region is not None and region.any() else img
@@ -376,7 +441,8 @@ class PercentileWindowd(MapTransform):
 def mask_to_signed(mask) -> np.ndarray:
     """{0, 1} mask → float32 {-1, +1} (background -1, lesion +1): the ``x0`` convention of PIG. Any shape.
 
-    Values > 0.5 count as lesion, so a mask that was already resized to [0, 1] floats is binarised too.
+    Values > 0.5 count as lesion, so a mask that was already resized to [0, 1] floats is binarised too; NaN
+    compares False and so becomes background (-1). Accepts numpy arrays and torch tensors; returns numpy.
     """
     return np.where(convert_to_numpy(mask) > 0.5, 1.0, -1.0).astype(np.float32)
 
@@ -406,7 +472,7 @@ def _resize(image: np.ndarray, label: np.ndarray, image_size: int) -> tuple[np.n
     thinner than about one output pixel can vanish; callers check).
     """
     size = (image_size, image_size)
-    image = np.asarray(image, dtype=np.float32)
+    image = _as_float32(image)
     # anti-aliasing as in skimage/MONAI (sigma = (scale - 1) / 2), but with edge-replicating borders: MONAI's
     # zero-padded Gaussian would lift the -1 background at the borders towards 0 (a bright frame).
     sigma = [max((n / image_size - 1) / 2, 0.0) for n in image.shape]
@@ -436,7 +502,13 @@ def square_slice(
     Returns:
         ``(image (n, n) float32 in [-1, 1], label (n, n) uint8 in {0, 1}, (row_mm, col_mm))``; output spacing is
         ``spacing × side / n``, where ``side = max(h, w)`` (anisotropic input spacing stays anisotropic).
+
+    Raises:
+        ValueError: ``image``/``label`` not 2-D of one non-empty shape, or ``image_size < 1``.
+        DataError: NaN or Inf pixels.
     """
+    image, label = np.asarray(image), np.asarray(label)
+    _check_pair_2d(image, label, image_size)
     h, w = image.shape
     side = max(h, w)
     border = [(side - h) // 2, side - h - (side - h) // 2, 0, side - w]  # top, bottom, left, right
@@ -510,8 +582,12 @@ def lesion_patch(
         ``(image (n, n) float32 in [-1, 1], label (n, n) uint8 {0, 1}, (row_mm, col_mm) = spacing × side / n)``.
 
     Raises:
-        ValueError: no lesion pixel and no ``box``.
+        ValueError: no lesion pixel and no ``box``; ``image``/``label`` not 2-D of one non-empty shape;
+            ``image_size < 1``.
+        DataError: NaN or Inf pixels.
     """
+    image, label = np.asarray(image), np.asarray(label)
+    _check_pair_2d(image, label, image_size)
     box = box or lesion_bbox(label)
     if box is None:
         raise ValueError("lesion_patch needs a lesion (or a box); use background_patch for lesion-free slices")
@@ -529,9 +605,17 @@ def background_patch(
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Crop mode ``"patch"`` for lesion-free slices: a ``side``-pixel square centred on a random breast pixel.
 
-    Same arguments and returns as :func:`lesion_patch`; the centre is drawn (``rng``) from :func:`breast_mask`, or
-    from the whole image if the mask is empty.
+    Same arguments and returns as :func:`lesion_patch` (``side`` ≥ 1 is the window side in input pixels); the centre
+    is drawn (``rng``) from :func:`breast_mask`, or from the whole image if the mask is empty.
+
+    Raises:
+        ValueError: ``image``/``label`` not 2-D of one non-empty shape, ``image_size < 1`` or ``side < 1``.
+        DataError: NaN or Inf pixels.
     """
+    image, label = np.asarray(image), np.asarray(label)
+    _check_pair_2d(image, label, image_size)
+    if int(side) < 1:
+        raise ValueError(f"side must be ≥ 1, got {side}")
     fg = breast_mask(image)
     rows, cols = np.nonzero(fg) if fg.any() else np.indices(image.shape).reshape(2, -1)
     i = int(_rng(rng).integers(rows.size))
