@@ -71,7 +71,7 @@ def _finish(array: np.ndarray, spacing, path: Path) -> tuple[np.ndarray, tuple[f
         if not np.isfinite(array).all():
             n_bad = int(array.size - np.isfinite(array).sum())
             raise DataError(
-                f"{path}: image contains NaN or Inf pixel values ({n_bad} of {array.size} pixels); "
+                f"{path}: file contains NaN or Inf pixel values ({n_bad} of {array.size} pixels); "
                 "replace them (e.g. by the background value) before preparing the data"
             )
     elif array.dtype.kind == "b":
