@@ -6,7 +6,6 @@ figures compare generated pairs with real ones on what matters for segmentation 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterable
@@ -14,6 +13,8 @@ from collections.abc import Iterable
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from .writer import read_manifest
 
 __all__ = [
     "pair_statistics",
@@ -71,14 +72,12 @@ def summarise(stats: Iterable[dict]) -> dict:
 
 
 def load_manifest_pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, mask) arrays of a PIG output folder, read through its ``manifest.csv``."""
-    pairs = []
-    with open(os.path.join(folder, "manifest.csv"), newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            img = nib.load(os.path.join(folder, row["image"])).get_fdata()
-            lab = nib.load(os.path.join(folder, row["label"])).get_fdata()
-            pairs.append((img, lab))
-    return pairs
+    """(image, mask) arrays of a PIG output folder, read through its ``manifest.csv``.
+
+    Raises:
+        FileNotFoundError, ValueError: see ``scripts.pig.writer.read_manifest`` (e.g. a path outside ``folder``).
+    """
+    return [(nib.load(row["image"]).get_fdata(), nib.load(row["label"]).get_fdata()) for row in read_manifest(folder)]
 
 
 def load_datalist_pairs(datalist_json: str, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:

@@ -12,11 +12,17 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-__all__ = ["cli_config", "record_run", "training_spacing", "write_dataset_summary"]
+__all__ = ["cli_config", "record_run", "training_spacing", "write_dataset_summary", "check_image_size"]
 
 logger = logging.getLogger(__name__)
 
 _PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "itk-io", "pydicom", "pillow", "scipy")
+#: ids whose resolved values (paths, device) are recorded besides the raw merged config; they are cheap, side-effect
+#: free expressions (``$@bundle_root + '/models'``), unlike e.g. ``datalist``, which would prepare the data again.
+_RESOLVED_IDS = (
+    "bundle_root", "ckpt_dir", "output_dir", "cache_dir", "dataset_dir", "tb_dir", "input_dir", "synthetic_dir",
+    "guider_path", "generator_path", "ckpt_path", "device",
+)  # fmt: skip
 
 
 def cli_config(argv: Sequence[str] | None = None) -> dict:
@@ -53,11 +59,33 @@ def cli_config(argv: Sequence[str] | None = None) -> dict:
     return parser.get()
 
 
-def record_run(run_dir: str, workflow: str, seed: int, extra: dict | None = None) -> str:
-    """Write ``<run_dir>/runs/<UTC time>_<workflow>.json``: merged config, overrides, versions, seed, extras.
+def _resolve_paths(config: dict) -> dict:
+    """Values of ``_RESOLVED_IDS`` present in ``config``, evaluated by MONAI ``ConfigParser`` (failures skipped)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(config)
+    out = {}
+    for key in _RESOLVED_IDS:
+        if key in config:
+            try:
+                out[key] = parser.get_parsed_content(key)
+            except Exception as e:  # noqa: BLE001 - a record must never stop the run
+                out[key] = f"<not resolved: {e}>"
+    return out
+
+
+def record_run(
+    run_dir: str, workflow: str, seed: int, extra: dict | None = None, checkpoints: Sequence[str] = ()
+) -> str:
+    """Write ``<run_dir>/runs/<UTC time>_<workflow>.json``: what the run used.
+
+    Fields: ``workflow``, ``seed``, ``argv``, ``cwd``, ``python``, ``packages`` (versions of ``_PACKAGES``),
+    ``config`` (the merged config files with the command-line overrides applied, as ``monai.bundle run`` resolves
+    it; ``{}`` when not started by ``monai.bundle run``), ``resolved`` (the resolved paths and device),
+    ``checkpoints`` (``{path: sha256}`` of each existing file in ``checkpoints``) and ``extra``'s keys.
 
     Returns:
-        The path written (a new file each run; earlier records are kept).
+        The path written (a new file each run, opened with mode ``"x"``; earlier records are kept).
     """
     versions = {}
     for name in _PACKAGES:
@@ -68,13 +96,19 @@ def record_run(run_dir: str, workflow: str, seed: int, extra: dict | None = None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(run_dir, "runs", f"{stamp}_{workflow}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    from .checkpoint import file_sha256
+
+    config = cli_config()
     record = {
         "workflow": workflow,
         "seed": seed,
         "argv": sys.argv,
+        "cwd": os.getcwd(),
         "python": platform.python_version(),
         "packages": versions,
-        "config": cli_config(),
+        "config": config,
+        "resolved": _resolve_paths(config),
+        "checkpoints": {str(p): file_sha256(p) for p in checkpoints if os.path.isfile(p)},
         **(extra or {}),
     }
     with open(path, "x", encoding="utf-8") as f:
@@ -98,8 +132,13 @@ def training_spacing(ckpt_dir: str, default: float = 1.0) -> list[float]:
 
 
 def write_dataset_summary(ckpt_dir: str, datalist: dict) -> str:
-    """Write ``<ckpt_dir>/dataset.json``: counts, spacing, cache folder and the patients of each split."""
+    """Write ``<ckpt_dir>/dataset.json``: counts, spacing, image size, cache folder and the patients of each split.
+
+    ``image_size`` (from ``datalist["params"]``) lets inference and later training runs refuse weights trained at
+    another size (:func:`check_image_size`): conv weights alone load at any size.
+    """
     summary = {
+        "image_size": (datalist.get("params") or {}).get("image_size"),
         "spacing_mm": datalist.get("spacing_mm"),
         "cache": datalist.get("cache"),
         "counts": datalist.get("counts"),
@@ -115,3 +154,32 @@ def write_dataset_summary(ckpt_dir: str, datalist: dict) -> str:
         json.dump(summary, f, indent=2, default=str)
     os.replace(tmp, path)
     return path
+
+
+def check_image_size(ckpt_dir: str, image_size: int, files: Sequence[str]) -> None:
+    """Refuse weights trained at another image size than the configured ``image_size``.
+
+    U-Net weights do not depend on the image size, so ``load_state_dict`` accepts a 64-px guider in a 512-px run
+    and sampling would silently work at a size the networks never saw. Training records the size in
+    ``<ckpt_dir>/dataset.json`` (:func:`write_dataset_summary`); this compares it. Nothing is checked when no file of
+    ``files`` exists (nothing trained yet) or when ``dataset.json`` records no size (older runs).
+
+    Args:
+        ckpt_dir: the folder with ``dataset.json`` and the weights.
+        image_size: the configured side in pixels.
+        files: the weights / resume checkpoints that would be used (named in the message).
+
+    Raises:
+        ValueError: names the existing weight file, ``dataset.json``, both sizes and the option to change.
+    """
+    existing = [f for f in files if os.path.isfile(f)]
+    path = os.path.join(ckpt_dir, "dataset.json")
+    if not existing or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        trained = json.load(f).get("image_size")
+    if trained is not None and int(trained) != int(image_size):
+        raise ValueError(
+            f"{existing[0]} was trained at image_size {trained} (see {path}), this run is configured for "
+            f"{image_size}: pass --image_size {trained}, or use another --ckpt_dir to train at {image_size}"
+        )

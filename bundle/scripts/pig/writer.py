@@ -6,12 +6,13 @@ import csv
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
-__all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest"]
+__all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +87,46 @@ def write_manifest(path: str, rows: list[dict], fields: Sequence[str] = MANIFEST
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
+
+
+def read_manifest(folder: str, hint: str = "expected a PIG inference output folder") -> list[dict]:
+    """Rows of ``<folder>/manifest.csv`` with absolute, resolved ``image``/``label`` paths, in file order.
+
+    The one reader of generated-pair manifests (segmentation's synthetic pairs, ``pair_stats``): a manifest may only
+    describe files inside its own folder, so a tampered or hand-edited manifest cannot make a run read (or, via
+    ``synthetic_dir``, train on) files elsewhere.
+
+    Args:
+        folder: the folder holding ``manifest.csv`` (written by :func:`write_manifest`, paths relative to it).
+        hint: appended to the missing-manifest message.
+
+    Returns:
+        One dict per row (all columns as strings), ``image`` and ``label`` replaced by absolute paths.
+
+    Raises:
+        FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing (line number given).
+        ValueError: missing ``image``/``label`` columns, or a path that leaves ``folder`` (absolute elsewhere, ``..``,
+            or a symlink pointing out); the message says ``points outside`` and gives the line.
+    """
+    root = Path(folder).resolve()
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no manifest.csv; {hint}")
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"image", "label"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{manifest}: needs 'image' and 'label' columns, has {reader.fieldnames}")
+        rows = list(reader)
+    out = []
+    for n, row in enumerate(rows, start=2):  # line numbers as a text editor shows them (header = 1)
+        for key in ("image", "label"):
+            path = (root / row[key]).resolve()  # resolve() follows symlinks: a link inside pointing out is caught
+            if not path.is_relative_to(root):
+                raise ValueError(
+                    f"{manifest}, line {n}: {key} path {row[key]!r} points outside {root}; refusing to read it"
+                )
+            if not path.is_file():
+                raise FileNotFoundError(f"{manifest}, line {n}: {key} file {path} not found")
+            row[key] = str(path)
+        out.append(row)
+    return out

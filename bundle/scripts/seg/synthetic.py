@@ -9,7 +9,6 @@ list (``seg_train.json``: ``train#dataset#data``), never to the inner validation
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ import nibabel as nib
 from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+
+from ..pig.writer import read_manifest as _read_manifest
 
 __all__ = ["SYNTHETIC_KEY", "read_manifest", "synthetic_items", "SyntheticToRealRanged", "DataCountLogger"]
 
@@ -32,33 +33,14 @@ SYNTHETIC_KEY = "synthetic"
 def read_manifest(synthetic_dir: str) -> list[dict]:
     """Rows of ``<synthetic_dir>/manifest.csv`` with absolute ``image``/``label`` paths, in file order.
 
+    The checks are ``scripts.pig.writer.read_manifest``'s (shared with ``pair_stats``).
+
     Raises:
         FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing.
         ValueError: missing ``image``/``label`` columns, or a path that leaves ``synthetic_dir`` (absolute elsewhere,
             ``..``, or a symlink pointing out) — the manifest must only describe its own folder.
     """
-    root = Path(synthetic_dir).resolve()
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: no manifest.csv; synthetic_dir must be a PIG inference output folder")
-    with open(manifest, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not {"image", "label"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{manifest}: needs 'image' and 'label' columns, has {reader.fieldnames}")
-        rows = list(reader)
-    out = []
-    for n, row in enumerate(rows, start=2):  # line numbers as a text editor shows them (header = 1)
-        for key in ("image", "label"):
-            path = (root / row[key]).resolve()
-            if not path.is_relative_to(root):
-                raise ValueError(
-                    f"{manifest}, line {n}: {key} path {row[key]!r} points outside {root}; refusing to read it"
-                )
-            if not path.is_file():
-                raise FileNotFoundError(f"{manifest}, line {n}: {key} file {path} not found")
-            row[key] = str(path)
-        out.append(row)
-    return out
+    return _read_manifest(synthetic_dir, hint="synthetic_dir must be a PIG inference output folder")
 
 
 def synthetic_items(

@@ -1,0 +1,133 @@
+"""Run guards used by the PIG and segmentation configs: a write probe before work starts and a NaN-loss stop.
+
+* :func:`check_writable` is the first expression of every workflow list (``training``, ``inference``,
+  ``evaluating``, ``run``): a read-only, missing-permission, full or not-a-folder output path fails in a second with a
+  message naming the folder, instead of after hours of training when the first checkpoint is written.
+* :class:`StopOnNonFiniteLoss` is an ignite handler for ``ITERATION_COMPLETED``. ignite's own ``TerminateOnNan``
+  ends the run *quietly* (the engine just stops, the workflow goes on as if training had finished and a final
+  checkpoint of NaN weights may be written); this one raises :class:`NonFiniteLossError` naming the stage, the
+  iteration and the checkpoint that is kept.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+
+__all__ = ["check_writable", "NonFiniteLossError", "StopOnNonFiniteLoss"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_writable(folder: str, option: str = "output_dir", min_free_mb: float = 1.0) -> str:
+    """Create ``folder`` if needed and prove it is writable by writing, fsync-ing and removing a 1-byte file.
+
+    A real write is used rather than ``os.access``: ``os.access`` says yes to root on a folder with mode 0o555 and
+    knows nothing about full disks.
+
+    Args:
+        folder: the run's output folder (``ckpt_dir`` for training, ``output_dir`` for inference / evaluation).
+        option: the config id / command-line option that sets it, named in the message (``ckpt_dir``).
+        min_free_mb: refuse when the file system holding ``folder`` has less free space than this (MiB).
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        OSError: (a ``PermissionError``, ``FileExistsError``, ``NotADirectoryError``... according to the errno) the
+            folder cannot be created or written, or its disk is full; the message starts with
+            ``cannot write to <option> <folder>``.
+    """
+
+    def fail(err: OSError | None, reason: str) -> OSError:
+        msg = f"cannot write to {option} {folder}: {reason}; choose another --{option} or free/fix that folder"
+        logger.error(msg)  # MONAI wraps the exception in a long traceback; say it plainly first
+        return OSError(err.errno if err is not None and err.errno else errno.EIO, msg)
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise fail(e, e.strerror or str(e)) from e
+    if not os.path.isdir(folder):
+        raise fail(OSError(errno.ENOTDIR, "not a directory"), "it exists and is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write_probe_", dir=folder)
+    except OSError as e:
+        raise fail(e, e.strerror or str(e)) from e
+    try:
+        os.write(fd, b"0")
+        os.fsync(fd)  # delayed allocation: a full disk may only be reported here
+    except OSError as e:
+        raise fail(e, e.strerror or str(e)) from e
+    finally:
+        os.close(fd)
+        os.remove(tmp)
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < min_free_mb:
+        raise fail(OSError(errno.ENOSPC, "no space"), f"only {free_mb:.1f} MiB free (need at least {min_free_mb} MiB)")
+    return folder
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by :class:`StopOnNonFiniteLoss` when a training loss is NaN or infinite."""
+
+
+class StopOnNonFiniteLoss:
+    """Ignite handler: raise :class:`NonFiniteLossError` as soon as an iteration's loss is NaN or ±Inf.
+
+    Attach it **before** any checkpoint handler in the trainer's handler list: ignite runs ``ITERATION_COMPLETED``
+    handlers in attachment order, so the error is raised before the checkpointer of that iteration could store the
+    weights the bad step produced. The resume checkpoint written before stays as it was, and a rerun resumes from it.
+
+    Args:
+        stage: name used in the message (``"guider"``, ``"generator"``, ``"segmentation"``).
+        checkpoint: the checkpoint that is kept (resume checkpoint of the stage, or the best model); named in the
+            message, with a note when it was not written yet.
+        output_transform: engine output -> loss; default ``from_engine(["loss"], first=True)`` takes the scalar
+            ``"loss"`` of MONAI's (possibly decollated) output.
+
+    Raises (when called):
+        NonFiniteLossError: message ``<stage>: loss is nan at iteration i (epoch e); training stopped. ...``.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        checkpoint: str | None = None,
+        output_transform: Callable | None = None,
+    ) -> None:
+        self.stage = stage
+        self.checkpoint = checkpoint
+        self.output_transform = output_transform or from_engine(["loss"], first=True)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = self.output_transform(engine.state.output)
+        if isinstance(loss, (list, tuple)):
+            loss = loss[0]
+        value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
+        if math.isfinite(value):
+            return
+        if self.checkpoint and os.path.isfile(self.checkpoint):
+            kept = f"the last good checkpoint {self.checkpoint} is kept (rerun to resume from it)"
+        elif self.checkpoint:
+            kept = f"no checkpoint had been written yet ({self.checkpoint} does not exist)"
+        else:
+            kept = "no checkpoint is written for this stage"
+        msg = (
+            f"{self.stage}: loss is {value} at iteration {engine.state.iteration} (epoch {engine.state.epoch}); "
+            f"training stopped, {kept}. Lower --learning_rate, check the data for NaN/Inf values, or turn --amp off"
+        )
+        logger.error(msg)
+        raise NonFiniteLossError(msg)
