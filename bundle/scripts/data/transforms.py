@@ -65,7 +65,8 @@ def _as_float32(array, what: str = "image") -> np.ndarray:
     """``array`` as float32 after :func:`_check_finite`; DataError when finite values overflow float32 (> 3.4e38)."""
     array = np.asarray(array)
     _check_finite(array, what)
-    out = array.astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow is reported below as a DataError, not as a RuntimeWarning
+        out = array.astype(np.float32)
     if not np.isfinite(out).all():
         raise DataError(f"{what} has values beyond the float32 range (±3.4e38); rescale it first")
     return out
@@ -134,17 +135,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
     Args:
         values: array of any shape and real dtype (bool, integers, floats); flattened.
-        bins: histogram bins (≥ 1).
+        bins: histogram bins (≥ 2: a split needs two bins).
 
     Raises:
-        ValueError: empty ``values``, ``bins < 1``, or a value range too large for float64 (``max - min`` = Inf).
+        ValueError: empty ``values``, ``bins < 2``, or a value range too large for float64 (``max - min`` = Inf).
         DataError: NaN or Inf values.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise ValueError("otsu_threshold needs at least one value, got an empty array")
-    if int(bins) < 1:
-        raise ValueError(f"bins must be ≥ 1, got {bins}")
+    if int(bins) < 2:
+        raise ValueError(f"otsu_threshold needs bins ≥ 2 (one split between two bins), got {bins}")
     _check_finite(values, "otsu_threshold input")
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
