@@ -101,7 +101,8 @@ def read_manifest(folder: str, hint: str = "expected a PIG inference output fold
         hint: appended to the missing-manifest message.
 
     Returns:
-        One dict per row (all columns as strings), ``image`` and ``label`` replaced by absolute paths.
+        One dict per row (all columns as strings), ``image`` and ``label`` replaced by absolute paths; an empty
+        ``label`` (a sample of an image-only generator, see ``scripts.baselines``) stays ``""``.
 
     Raises:
         FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing (line number given).
@@ -120,6 +121,8 @@ def read_manifest(folder: str, hint: str = "expected a PIG inference output fold
     out = []
     for n, row in enumerate(rows, start=2):  # line numbers as a text editor shows them (header = 1)
         for key in ("image", "label"):
+            if key == "label" and not row[key]:
+                continue  # image-only generators (DDPM/DDIM baselines) write no mask; callers that need one refuse
             path = (root / row[key]).resolve()  # resolve() follows symlinks: a link inside pointing out is caught
             if not path.is_relative_to(root):
                 raise ValueError(

@@ -67,7 +67,8 @@ def synthetic_items(
 
     Raises:
         ValueError: both counts given, a count without ``synthetic_dir``, a negative count, more pairs requested than
-            the manifest lists, a slice of the wrong size, or a manifest path outside ``synthetic_dir``.
+            the manifest lists, a slice of the wrong size, a manifest path outside ``synthetic_dir``, or a folder of
+            image-only samples (empty ``label``: nothing to segment).
         FileNotFoundError: see :func:`read_manifest`.
     """
     if num_synthetic is not None and synthetic_ratio is not None:
@@ -77,6 +78,12 @@ def synthetic_items(
             raise ValueError("num_synthetic/synthetic_ratio need synthetic_dir (a PIG inference output folder)")
         return []
     rows = read_manifest(synthetic_dir)
+    if any(not row["label"] for row in rows):
+        raise ValueError(
+            f"{synthetic_dir}: manifest rows without a label file: this folder holds image-only samples (e.g. the "
+            "DDPM/DDIM baseline), but segmentation training needs (image, mask) pairs; use a PIG or a "
+            "mask-conditional baseline (concat, controlnet) output folder"
+        )
     if num_synthetic is not None:
         n = int(num_synthetic)
     elif synthetic_ratio is not None:
