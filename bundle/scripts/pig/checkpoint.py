@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -87,12 +88,26 @@ def file_sha256(path: str) -> str:
 
 
 def _mismatch(what: str, path: str, err: Exception) -> ValueError:
-    """ValueError for weights that do not fit the network, naming the file and the first offending tensor."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    """ValueError for weights that do not fit the network: names the file, the first shape mismatch and key counts.
+
+    ``load_state_dict``'s own message lists every missing key (hundreds for a U-Net with other attention levels);
+    this keeps the first of each kind.
+    """
+    text = str(err)
+    parts = []
+    m = re.search(r"size mismatch for ([^:]+): copying a param with shape (.+?) from checkpoint, the shape in current "
+                  r"model is (.+?)\.(?:\s|$)", text)  # fmt: skip
+    if m:
+        parts.append(f"size mismatch for {m.group(1)}: {m.group(2)} in the file, {m.group(3)} in the network")
+    for kind in ("Missing", "Unexpected"):
+        km = re.search(rf"{kind} key\(s\) in state_dict: (.*?)\.\s*(?:\n|$)", text)
+        if km:
+            keys = re.findall(r'"([^"]+)"', km.group(1))
+            parts.append(f"{len(keys)} {kind.lower()} key(s), e.g. {keys[0] if keys else '?'}")
+    detail = "; ".join(parts) or text.splitlines()[0][:300]
     return ValueError(
         f"{what} checkpoint {path} does not fit the configured network (trained with another architecture: "
-        f"channels, attention_levels, num_res_blocks...? use the settings it was trained with): {detail[:500]}"
+        f"channels, attention_levels, num_res_blocks...? use the settings it was trained with): {detail}"
     )
 
 

@@ -43,9 +43,10 @@ def check_writable(folder: str, option: str = "output_dir", min_free_mb: float =
         ``folder``.
 
     Raises:
-        OSError: (a ``PermissionError``, ``FileExistsError``, ``NotADirectoryError``... according to the errno) the
-            folder cannot be created or written, or its disk is full; the message starts with
-            ``cannot write to <option> <folder>``.
+        OSError: (a ``PermissionError``, ``NotADirectoryError``... according to the errno) the folder cannot be
+            created or written, or its disk is full; the message reads ``cannot write to <option> <folder>: <why>``.
+            (MONAI's config parser re-raises it as a ``RuntimeError`` whose ``__cause__`` it is; the message is also
+            logged at ERROR level first.)
     """
 
     def fail(err: OSError | None, reason: str) -> OSError:
@@ -53,12 +54,12 @@ def check_writable(folder: str, option: str = "output_dir", min_free_mb: float =
         logger.error(msg)  # MONAI wraps the exception in a long traceback; say it plainly first
         return OSError(err.errno if err is not None and err.errno else errno.EIO, msg)
 
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise fail(OSError(errno.ENOTDIR, "not a directory"), "it exists and is not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
-    except OSError as e:
+    except OSError as e:  # e.g. a parent is a file, or a read-only parent
         raise fail(e, e.strerror or str(e)) from e
-    if not os.path.isdir(folder):
-        raise fail(OSError(errno.ENOTDIR, "not a directory"), "it exists and is not a folder")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write_probe_", dir=folder)
     except OSError as e:
