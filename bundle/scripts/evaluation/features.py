@@ -259,7 +259,10 @@ def _load_resnet(net: ResNet, path: str, what: str) -> ResNet:
             "model, re-save it with torch.save(model.state_dict(), path)"
         ) from err
     state = torchvision_resnet_state_dict(state)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same names, other shapes (e.g. ResNet-18 weights)
+        raise ValueError(f"{what}: {path} does not match a torchvision-format ResNet: {err}") from err
     if missing or unexpected:
         raise ValueError(
             f"{what}: {path} does not match a torchvision-format ResNet: missing {sorted(missing)[:5]}…, "
@@ -350,7 +353,7 @@ def unet_encoder_features(unet: UNet, x: torch.Tensor) -> torch.Tensor:
     """
     from monai.networks.layers import SkipConnection
 
-    node = unet.model
+    node = getattr(unet, "model", None)
     while True:
         if not (isinstance(node, torch.nn.Sequential) and len(node) == 3 and isinstance(node[1], SkipConnection)):
             raise TypeError("not a MONAI UNet layout (Sequential(down, SkipConnection, up))")
