@@ -186,7 +186,13 @@ def test_percentile_windowd_maps_each_key(img):
 
 # --------------------------------------------------------------------------- MaskToSigned(d)
 @fast(60)
-@given(mask=images(min_dims=0, max_dims=4))
+@given(
+    mask=st.one_of(
+        images(min_dims=0, max_dims=4),
+        # values at and around the 0.5 threshold, as left by a resize of a {0, 1} mask
+        arrays(np.float32, array_shapes(min_dims=0, max_dims=4, max_side=6), elements=st.sampled_from([0, 0.5, 1])),
+    )
+)
 def test_mask_to_signed_is_plus_minus_one(mask):
     """Any shape and dtype: float32 of the same shape, +1 exactly where ``mask > 0.5`` (NaN → -1), -1 elsewhere."""
     with np.errstate(invalid="ignore"):
@@ -218,16 +224,23 @@ def test_normalize_laterality_flips_or_keeps(img, side):
 
 
 @fast(40)
-@given(data=st.data())
-def test_normalize_lateralityd_moves_image_and_mask_together(data):
-    """Dictionary twin: image and mask flipped together, ``"flipped"`` says whether they were."""
+@given(data=st.data(), side=st.sampled_from([None, "left", "right"]))
+def test_normalize_lateralityd_moves_image_and_mask_together(data, side):
+    """Dictionary twin: image and mask flipped together, ``"flipped"`` says whether they were; a ``breast_side``
+    entry decides alone (``"right"`` flips)."""
     img = data.draw(images(special=False))
     label = data.draw(masks(img.shape))
-    out, err = outcome(NormalizeLateralityd(keys=("image", "label")), {"image": img, "label": label})
+    if label.shape[-1] > 1:  # asymmetric mask, so that a flip of the image without the mask cannot pass unseen
+        label[..., 0], label[..., -1] = 1, 0
+    out, err = outcome(
+        NormalizeLateralityd(keys=("image", "label")), {"image": img, "label": label, "breast_side": side}
+    )
     if beyond_float32(img):
         assert isinstance(err, DataError)
         return
     assert err is None, repr(err)
+    if side is not None:
+        assert out["flipped"] == (side == "right")
     expect = (lambda a: a[..., ::-1]) if out["flipped"] else (lambda a: a)
     np.testing.assert_array_equal(out["image"], expect(img))
     np.testing.assert_array_equal(out["label"], expect(label))
