@@ -43,7 +43,14 @@ def load_frozen(network: torch.nn.Module, path: str, what: str, device: Any = "c
         FileNotFoundError: ``path`` missing (train the ``image`` baseline first, or pass ``--image_model_path``).
         ValueError: weights of another architecture.
     """
-    return load_weights(network, path, what, device).to(device).eval().requires_grad_(False)
+    try:
+        network = load_weights(network, path, what, device)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e}; the controlnet baseline needs a trained image model: run the baseline training with "
+            "--generator_type image first (same --ckpt_dir), or pass --image_model_path"
+        ) from e
+    return network.to(device).eval().requires_grad_(False)
 
 
 def init_controlnet(controlnet: torch.nn.Module, image_model: torch.nn.Module) -> int:
