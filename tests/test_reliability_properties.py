@@ -102,8 +102,13 @@ def non_finite(array) -> bool:
 
 
 def beyond_float32(array) -> bool:
+    """Finite float64 values that become Inf in float32 (values within half a float32 step of its maximum round
+    down to it, so ``|x| > finfo.max`` is not the criterion)."""
     array = np.asarray(array)
-    return array.dtype == np.float64 and bool((np.abs(array[np.isfinite(array)]) > np.finfo(np.float32).max).any())
+    if array.dtype != np.float64:
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isinf(array[np.isfinite(array)].astype(np.float32)).any())
 
 
 def assert_nan_error(err) -> None:
@@ -235,7 +240,7 @@ def test_normalize_lateralityd_moves_image_and_mask_together(data, side):
     out, err = outcome(
         NormalizeLateralityd(keys=("image", "label")), {"image": img, "label": label, "breast_side": side}
     )
-    if beyond_float32(img):
+    if side is None and beyond_float32(img):  # detection needs the values; a given side does not
         assert isinstance(err, DataError)
         return
     assert err is None, repr(err)
