@@ -37,33 +37,19 @@ def randomise(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net
 
 
+#: tiny 2-level U-Net settings shared by the image/concat models and the ControlNet (16 px inputs)
+TINY = {"channels": (8, 8), "attention_levels": (False, False), "num_res_blocks": 1, "norm_num_groups": 8}
+
+
 def unet(in_channels: int, seed: int = 0) -> DiffusionModelUNet:
     torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=in_channels,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_head_channels=8,
-    )
+    return DiffusionModelUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, num_head_channels=8, **TINY)
 
 
 def controlnet(seed: int = 1) -> ControlNet:
     torch.manual_seed(seed)
-    return ControlNet(
-        spatial_dims=2,
-        in_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_head_channels=8,
-        conditioning_embedding_in_channels=1,
-        conditioning_embedding_num_channels=(8,),
-    )
+    cond = {"conditioning_embedding_in_channels": 1, "conditioning_embedding_num_channels": (8,)}
+    return ControlNet(spatial_dims=2, in_channels=1, num_head_channels=8, **TINY, **cond)
 
 
 def square_masks(n: int) -> torch.Tensor:
