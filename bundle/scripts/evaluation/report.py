@@ -448,6 +448,8 @@ def _num(x, nd: int = 4) -> str:
         return "—"
     if isinstance(x, float) and not np.isfinite(x):
         return "nan"
+    if abs(x) < 1e-12:  # e.g. KID's std when every subset is the whole set: float rounding, not spread
+        return "0"
     return f"{x:.{nd}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{nd}f}"
 
 
