@@ -282,7 +282,9 @@ def radimagenet_resnet50(
     antialiased bilinear), gray repeated to 3 channels, ImageNet mean/std normalisation.
 
     Source: Mei et al., *RadImageNet*, Radiology: AI 2022; weights from the RadImageNet authors' release (PyTorch
-    ``ResNet50.pt``), saved by the user as ``RadImageNet_ResNet50.pt``.
+    ResNet-50), saved by the user as ``RadImageNet_ResNet50.pt`` in one of the layouts
+    :func:`torchvision_resnet_state_dict` accepts. Those layouts are tested on random weights only; the released
+    file itself has not been inspected here (no downloads).
 
     Raises:
         FileNotFoundError: ``weights_path`` missing (names the file and ``--fid_weights_path``).
