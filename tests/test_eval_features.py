@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -189,10 +190,17 @@ def test_inception_names_the_weights_file_then_the_requirements_file(tmp_path, m
 
 
 def test_inception_with_random_weights(tmp_path, monkeypatch):
-    """The torch-fidelity path end to end; needs ``pip install -r requirements-fid.txt`` (skipped without it)."""
-    fe = pytest.importorskip(
-        "torch_fidelity.feature_extractor_inceptionv3", reason="torch-fidelity not installed (requirements-fid.txt)"
-    )
+    """The torch-fidelity path end to end; needs ``pip install -r requirements-fid.txt``.
+
+    Skipped without it on a developer's machine; in CI (``CI`` set) its absence is a failure, so CI cannot pass
+    with the standard FID network untested.
+    """
+    try:
+        import torch_fidelity.feature_extractor_inceptionv3 as fe
+    except ImportError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"torch-fidelity missing in CI ({e}): .ci/run must install requirements-fid.txt")
+        pytest.skip("torch-fidelity not installed (requirements-fid.txt)")
     cls = fe.FeatureExtractorInceptionV3
     empty = tmp_path / "empty.pt"
     torch.save({}, empty)
