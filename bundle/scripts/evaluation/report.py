@@ -3,7 +3,10 @@
 Real set: the **training** split of the prepared datalist (``scripts.data.prepare.prepare_dataset``, the same
 ``dataset_dir`` / ``image_size`` / ``crop_mode`` pipeline as ``train.json``), slices mapped from [-1, 1] to [0, 1].
 Generated set: the pairs listed in ``<generated_dir>/manifest.csv`` (``scripts.seg.synthetic.read_manifest``), slices
-in [0, 1], masks {0, 1}, pixel spacing from the NIfTI header.
+in [0, 1], masks {0, 1}, pixel spacing from the NIfTI header. A folder of an image-only generator (DDPM/DDIM
+baselines: every manifest ``label`` empty) is evaluated on its images (FID/KID, MS-SSIM diversity); its mask
+measures (mask Dice diversity, mask statistics, pair consistency) are reported as skipped with
+:data:`IMAGE_ONLY_REASON`, never as zeros.
 
 Outputs in ``output_dir`` (refused, before anything is computed, if any of them exists —
 ``scripts.pig.writer.check_free``): ``metrics.json``, ``summary.md``, ``pairs_grid.png`` (generated pairs left,
@@ -36,6 +39,7 @@ from .mask_stats import STATISTICS, compare_mask_statistics, mask_statistics
 
 __all__ = [
     "OUTPUT_FILES",
+    "IMAGE_ONLY_REASON",
     "SMALL_SAMPLE_NOTE",
     "PairSet",
     "load_real_set",
@@ -50,6 +54,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("metrics.json", "summary.md", "pairs_grid.png")
+
+#: reason recorded for every mask measure of an image-only generated set (a skip, never a zero).
+IMAGE_ONLY_REASON = "image-only generator: no masks"
 
 SMALL_SAMPLE_NOTE = (
     "FID is biased upward for small sets (its expected value falls as N grows) and depends on the feature "
@@ -66,7 +73,7 @@ class PairSet:
 
     Attributes:
         images: (N, 1, H, W) float32 in [0, 1].
-        masks: (N, 1, H, W) float32 in {0, 1}.
+        masks: (N, 1, H, W) float32 in {0, 1}, or None for an image-only set (``masks=None``).
         spacings: N (row_mm, col_mm) pixel spacings, or None where unknown.
         patients: N patient ids (generated pairs: their manifest id).
         description: where the set came from (reported).
@@ -74,7 +81,9 @@ class PairSet:
 
     def __init__(self, images, masks, spacings, patients, description: dict) -> None:
         self.images = torch.as_tensor(np.asarray(images, dtype=np.float32)).unsqueeze(1)
-        self.masks = torch.as_tensor((np.asarray(masks) > 0.5).astype(np.float32)).unsqueeze(1)
+        self.masks = (
+            None if masks is None else torch.as_tensor((np.asarray(masks) > 0.5).astype(np.float32)).unsqueeze(1)
+        )
         self.spacings = list(spacings)
         self.patients = [str(p) for p in patients]
         self.description = description
@@ -86,7 +95,7 @@ class PairSet:
         """The pairs at ``index`` (same description)."""
         idx = list(index)
         out = PairSet.__new__(PairSet)
-        out.images, out.masks = self.images[idx], self.masks[idx]
+        out.images, out.masks = self.images[idx], None if self.masks is None else self.masks[idx]
         out.spacings = [self.spacings[i] for i in idx]
         out.patients = [self.patients[i] for i in idx]
         out.description = self.description
@@ -125,9 +134,13 @@ def load_real_set(datalist: dict, split: str = "train", max_images: int | None =
 def load_generated_set(generated_dir: str, image_size: int | None = None, max_images: int | None = None) -> PairSet:
     """The generated pairs of ``generated_dir`` through its ``manifest.csv`` (first ``max_images`` rows).
 
+    An image-only folder (every ``label`` empty, as the DDPM/DDIM baselines write it) gives a set with
+    ``masks=None`` and ``description["image_only"] = True``.
+
     Raises:
         FileNotFoundError / ValueError: see ``scripts.seg.synthetic.read_manifest``; also an empty manifest, a
-            slice that is not ``(image_size, image_size)`` or not in [0, 1].
+            slice that is not ``(image_size, image_size)`` or not in [0, 1], or a manifest that mixes rows with
+            and without a label file (neither a pair set nor an image-only set).
     """
     if not generated_dir:
         raise ValueError("generated_dir is not set: pass --generated_dir <PIG inference output folder>")
@@ -135,6 +148,13 @@ def load_generated_set(generated_dir: str, image_size: int | None = None, max_im
     rows = rows[: _limit(len(rows), max_images)]
     if not rows:
         raise ValueError(f"{generated_dir}/manifest.csv lists no pairs")
+    with_label = [bool(row["label"]) for row in rows]
+    if any(with_label) and not all(with_label):
+        raise ValueError(
+            f"{generated_dir}/manifest.csv: {with_label.count(False)} of {len(rows)} rows have no label file; a folder "
+            "must hold either (image, mask) pairs or image-only samples, not both"
+        )
+    image_only = not any(with_label)
     images, masks, spacings = [], [], []
     for row in rows:
         nii = nib.load(row["image"])
@@ -144,10 +164,13 @@ def load_generated_set(generated_dir: str, image_size: int | None = None, max_im
         if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
             raise ValueError(f"{row['image']}: generated slice values outside [0, 1]")
         images.append(img)
-        masks.append(np.asarray(nib.load(row["label"]).get_fdata()))
+        if not image_only:
+            masks.append(np.asarray(nib.load(row["label"]).get_fdata()))
         spacings.append([float(z) for z in nii.header.get_zooms()[:2]])
-    desc = {"kind": "generated", "dir": os.path.abspath(generated_dir), "n": len(rows)}
-    return PairSet(images, masks, spacings, [row.get("id", str(i)) for i, row in enumerate(rows)], desc)
+    desc = {"kind": "generated", "dir": os.path.abspath(generated_dir), "n": len(rows), "image_only": image_only}
+    return PairSet(
+        images, None if image_only else masks, spacings, [row.get("id", str(i)) for i, row in enumerate(rows)], desc
+    )
 
 
 def split_halves(patients: Sequence[str], seed: int = 0) -> tuple[list[int], list[int], str]:
@@ -287,8 +310,14 @@ def _save_grid(generated: PairSet, real: PairSet, count: int, path: str) -> str:
     size = generated.images.shape[-1]
     scale = max(1, 128 // size)
     columns = min(4, k)
+    # An image-only set has no outlines to draw: an all-zero mask draws none.
     tiles = [
-        pair_grid(list(s.images[:k, 0].numpy()), list(s.masks[:k, 0].numpy()), columns=columns, scale=scale)
+        pair_grid(
+            list(s.images[:k, 0].numpy()),
+            list((torch.zeros_like(s.images) if s.masks is None else s.masks)[:k, 0].numpy()),
+            columns=columns,
+            scale=scale,
+        )
         for s in (generated, real)
     ]
     gap = np.full((tiles[0].shape[0], 8 * scale, 3), 255, dtype=np.uint8)  # white band between the two grids
@@ -390,18 +419,25 @@ def run_evaluation(
         "generated_subset_size": len(gen_sub),
     }
     settings = ms_ssim_settings(min(real.images.shape[-2:]))
+    skipped = {"status": "skipped", "reason": IMAGE_ONLY_REASON}
     diversity = {
         side: {
             "ms_ssim": pairwise_ms_ssim(s.images, max_pairs, seed, settings),
-            "mask_dice": pairwise_dice(s.masks, max_pairs, seed),
+            "mask_dice": dict(skipped) if s.masks is None else pairwise_dice(s.masks, max_pairs, seed),
         }
         for side, s in (("generated", generated), ("real", real))
     }
     diversity["ms_ssim_settings"] = settings
     diversity["max_pairs"] = int(max_pairs)
-    real_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(real.masks, real.spacings, strict=True)]
-    gen_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(generated.masks, generated.spacings, strict=True)]
-    consistency = pair_consistency(seg_network, seg_model_path, generated, real, batch_size, device)
+    if generated.masks is None:
+        mask_stats, consistency = dict(skipped), dict(skipped)
+    else:
+        real_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(real.masks, real.spacings, strict=True)]
+        gen_stats = [
+            mask_statistics(m[0].numpy(), sp) for m, sp in zip(generated.masks, generated.spacings, strict=True)
+        ]
+        mask_stats = compare_mask_statistics(real_stats, gen_stats)
+        consistency = pair_consistency(seg_network, seg_model_path, generated, real, batch_size, device)
     if consistency["status"] == "skipped":
         logger.info("pair consistency skipped: %s", consistency["reason"])
 
@@ -415,12 +451,13 @@ def run_evaluation(
             "kid_std": main.get("kid_std"),
             "n_generated": len(generated),
             "n_real": len(real),
+            "image_only": generated.masks is None,
         },
         "extractor": extractor.describe(),
         "sets": {"real": real.description, "generated": generated.description},
         "distances": distances,
         "diversity": diversity,
-        "mask_statistics": compare_mask_statistics(real_stats, gen_stats),
+        "mask_statistics": mask_stats,
         "pair_consistency": consistency,
         "notes": {"small_sample_bias": SMALL_SAMPLE_NOTE},
         "settings": {
@@ -451,6 +488,30 @@ def _num(x, nd: int = 4) -> str:
     if abs(x) < 1e-12:  # e.g. KID's std when every subset is the whole set: float rounding, not spread
         return "0"
     return f"{x:.{nd}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{nd}f}"
+
+
+def _mask_statistics_lines(ms: dict) -> list[str]:
+    """Markdown rows of ``compare_mask_statistics``'s output (one per statistic, then the empty-mask share)."""
+    lines = [
+        "| statistic | real mean ± std (n) | generated mean ± std (n) | Wasserstein distance |",
+        "|---|---|---|---|",
+    ]
+    for key, unit in STATISTICS.items():
+        e = ms[key]
+        cells = [
+            "—" if e[s] is None else f"{_num(e[s]['mean'], 3)} ± {_num(e[s]['std'], 3)} ({e[s]['n']})"
+            for s in ("real", "generated")
+        ]
+        lines.append(f"| {key} ({unit}) | {cells[0]} | {cells[1]} | {_num(e['wasserstein'], 3)} |")
+    ef = ms["empty_mask_fraction"]
+    return lines + [
+        f"| empty masks (share) | {_num(ef['real'], 3)} | {_num(ef['generated'], 3)} | |",
+        "",
+        "Components are 8-connected; eccentricity is that of the largest component (empty masks left out); mm² use "
+        "each slice's recorded pixel spacing (for inputs without spacing, e.g. JPEG, the pipeline assumes 1 mm at "
+        "the source, so mm² are nominal).",
+        "",
+    ]
 
 
 def summary_markdown(metrics: dict) -> str:
@@ -524,7 +585,8 @@ def summary_markdown(metrics: dict) -> str:
             lines.append(f"| {side} | — (fewer than 2 images) | — | 0 |")
             continue
         used = f"{ms['pairs']} of {ms['all_pairs']}" + (" (seeded random subset)" if ms["pairs_subsampled"] else "")
-        lines.append(f"| {side} | {ms['mean']:.4f} ± {ms['std']:.4f} | {dc['mean']:.4f} ± {dc['std']:.4f} | {used} |")
+        dice = f"skipped: {dc['reason']}" if dc.get("status") == "skipped" else f"{dc['mean']:.4f} ± {dc['std']:.4f}"
+        lines.append(f"| {side} | {ms['mean']:.4f} ± {ms['std']:.4f} | {dice} | {used} |")
     lines += [
         "",
         f"MS-SSIM (MONAI `MultiScaleSSIMMetric`, data range 1): {st['scales']} scales with weights "
@@ -535,28 +597,10 @@ def summary_markdown(metrics: dict) -> str:
         "",
         "## Mask statistics",
         "",
-        "| statistic | real mean ± std (n) | generated mean ± std (n) | Wasserstein distance |",
-        "|---|---|---|---|",
     ]
     ms = metrics["mask_statistics"]
-    for key, unit in STATISTICS.items():
-        e = ms[key]
-        cells = [
-            "—" if e[s] is None else f"{_num(e[s]['mean'], 3)} ± {_num(e[s]['std'], 3)} ({e[s]['n']})"
-            for s in ("real", "generated")
-        ]
-        lines.append(f"| {key} ({unit}) | {cells[0]} | {cells[1]} | {_num(e['wasserstein'], 3)} |")
-    ef = ms["empty_mask_fraction"]
-    lines += [
-        f"| empty masks (share) | {_num(ef['real'], 3)} | {_num(ef['generated'], 3)} | |",
-        "",
-        "Components are 8-connected; eccentricity is that of the largest component (empty masks left out); mm² use "
-        "each slice's recorded pixel spacing (for inputs without spacing, e.g. JPEG, the pipeline assumes 1 mm at "
-        "the source, so mm² are nominal).",
-        "",
-        "## Pair consistency",
-        "",
-    ]
+    lines += _mask_statistics_lines(ms) if ms.get("status") != "skipped" else [f"Skipped: {ms['reason']}.", ""]
+    lines += ["## Pair consistency", ""]
     pc = metrics["pair_consistency"]
     if pc["status"] == "skipped":
         lines.append(f"Skipped: {pc['reason']}.")

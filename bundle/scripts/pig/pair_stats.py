@@ -76,8 +76,18 @@ def load_manifest_pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
     Raises:
         FileNotFoundError, ValueError: see ``scripts.pig.writer.read_manifest`` (e.g. a path outside ``folder``).
+        ValueError: a row without a label file: the folder holds image-only samples (DDPM/DDIM baselines), which
+            have no masks to compute pair statistics of.
     """
-    return [(nib.load(row["image"]).get_fdata(), nib.load(row["label"]).get_fdata()) for row in read_manifest(folder)]
+    rows = read_manifest(folder)
+    missing = [row.get("id", "?") for row in rows if not row["label"]]
+    if missing:
+        raise ValueError(
+            f"{folder}: {len(missing)} of {len(rows)} manifest rows have no label file (first: {missing[0]}): an "
+            "image-only generator's folder (DDPM/DDIM baseline) has no masks, so there are no pair statistics; use "
+            "evaluate.json for its image measures"
+        )
+    return [(nib.load(row["image"]).get_fdata(), nib.load(row["label"]).get_fdata()) for row in rows]
 
 
 def load_datalist_pairs(datalist_json: str, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,98 @@
+"""Evaluation of an image-only generated folder (DDPM/DDIM baselines: manifest rows with an empty ``label``).
+
+The folder is written by the baselines' own writer (``scripts.baselines.sampling.generate_samples``) from a tiny
+untrained image-only ``DiffusionModelUNet`` with 2 DDIM steps out of T = 8: the test is about what the evaluation
+does with a folder that has no masks, not about image quality. The real set is the smoke-scale phantom (32 px).
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler
+
+from scripts.baselines.inferer import BaselineDiffusionInferer
+from scripts.baselines.sampling import generate_samples
+from scripts.data.prepare import prepare_dataset
+from scripts.evaluation.report import IMAGE_ONLY_REASON, load_generated_set, run_evaluation
+from scripts.pig.pair_stats import load_manifest_pairs
+
+S = 32
+
+
+def write_image_only(folder, n: int = 6) -> None:
+    torch.manual_seed(0)
+    net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+    )
+    sched = DDIMScheduler(num_train_timesteps=8, schedule="linear_beta", clip_sample=True, set_alpha_to_one=True)
+    inferer = BaselineDiffusionInferer(sched, generator_type="image", num_inference_steps=2)
+    generate_samples(inferer, net, n, 3, 0, S, str(folder), "ddim", spacing_mm=(0.5, 0.5))
+
+
+@pytest.fixture(scope="module")
+def image_only_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("image_only")
+    write_image_only(root / "gen")
+    datalist = prepare_dataset(None, str(root / "cache"), S, crop_mode="patch", min_patch_size=S, phantom_cases=3)
+    out = root / "eval"
+    metrics = run_evaluation(
+        datalist,
+        str(root / "gen"),
+        str(out),
+        "random_resnet18_seed0",
+        image_size=S,
+        kid_subset_size=4,
+        kid_num_subsets=5,
+        max_pairs=20,
+        grid_pairs=4,
+    )
+    return metrics, out
+
+
+def test_image_only_folder_gets_image_measures_and_mask_measures_skipped(image_only_report):
+    metrics, out = image_only_report
+    h = metrics["headline"]
+    assert h["image_only"] and h["n_generated"] == 6 and metrics["sets"]["generated"]["image_only"]
+    # Image measures are computed: finite FID/KID, MS-SSIM diversity of the generated images.
+    for key in ("fid", "kid_mean", "kid_std"):
+        assert math.isfinite(h[key]), key
+    ms = metrics["diversity"]["generated"]["ms_ssim"]
+    assert ms["pairs"] == 15 and 0.0 <= ms["mean"] <= 1.0  # all 6·5/2 pairs (max_pairs 20 > 15)
+    # Mask measures are skipped with the reason, never zeros.
+    skipped = {"status": "skipped", "reason": IMAGE_ONLY_REASON}
+    assert metrics["diversity"]["generated"]["mask_dice"] == skipped
+    assert metrics["mask_statistics"] == skipped and metrics["pair_consistency"] == skipped
+    # The real side still gets its own mask diversity (it has masks).
+    assert 0.0 <= metrics["diversity"]["real"]["mask_dice"]["mean"] <= 1.0
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert summary.count(IMAGE_ONLY_REASON) == 3  # mask Dice cell, mask statistics, pair consistency
+    assert "Wasserstein" not in summary  # no mask-statistics table with empty numbers
+    assert json.loads((out / "metrics.json").read_text())["mask_statistics"] == skipped
+    assert (out / "pairs_grid.png").stat().st_size > 0
+
+
+def test_mixed_manifest_and_pair_stats_refuse_image_only(tmp_path):
+    gen = tmp_path / "gen"
+    write_image_only(gen, n=2)
+    with pytest.raises(ValueError, match="no label file.*image-only generator"):
+        load_manifest_pairs(str(gen))
+    assert load_generated_set(str(gen)).masks is None
+    # A manifest that mixes rows with and without labels is neither kind: refused.
+    manifest = gen / "manifest.csv"
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("label")] = row[header.index("image")]  # any existing in-folder file: a non-empty label
+    manifest.write_text("\n".join([lines[0], ",".join(row), lines[2]]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="1 of 2 rows have no label file"):
+        load_generated_set(str(gen))
