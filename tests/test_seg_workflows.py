@@ -62,6 +62,12 @@ def test_seg_smoke_on_embedded_phantom_train_evaluate_infer(tmp_path, seg_cache)
     ckpt = tmp_path / "ckpt dir"
     folds, _, log = train_and_evaluate(ckpt, seg_cache)
     assert f"training set as loaded: {folds['num_train_items']} real + 0 synthetic" in log
+    # A second evaluation into the same folder is refused before anything is written.
+    metrics_file = ckpt / "eval" / "metrics.json"
+    before_eval = metrics_file.read_bytes()
+    proc = seg_run("evaluating", "--ckpt_dir", str(ckpt), "--cache_dir", str(seg_cache), check=False)
+    assert proc.returncode != 0 and f"refusing to overwrite {metrics_file}" in proc.stdout + proc.stderr
+    assert metrics_file.read_bytes() == before_eval
     # Inference on one prepared cache folder: uint8 {0, 1} masks with the input's affine, never overwriting.
     inputs = _phantom_cache(seg_cache)
     out = tmp_path / "pred"
