@@ -42,7 +42,7 @@ from pathlib import Path
 
 from scripts.evaluation.report import SMALL_SAMPLE_NOTE
 from scripts.experiments import stages as st
-from scripts.experiments.seg_grid import DUKE_NOTE, _json_dict
+from scripts.experiments.seg_grid import DUKE_NOTE
 from scripts.pig.checkpoint import file_sha256
 
 __all__ = ["GENERATORS", "COLUMNS", "parse_args", "table_rows", "format_table", "write_outputs", "main"]
@@ -86,8 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset_dir", default=None, help="Duke box table / folder layout; omit for the phantom")
     p.add_argument("--cache_dir", default=str(st.BUNDLE_ROOT / "cache"), help="prepared slices (default bundle/cache)")
     p.add_argument("--overlay", default="configs/demo.json", help="overlay on every config (size, U-Net, epochs)")
-    p.add_argument("--overrides", type=_json_dict, default={}, help="JSON ids -> values for every stage")
-    p.add_argument("--eval_overrides", type=_json_dict, default={}, help="JSON ids for evaluate.json only")
+    p.add_argument("--overrides", type=st.json_dict, default={}, help="JSON ids -> values for every stage")
+    p.add_argument("--eval_overrides", type=st.json_dict, default={}, help="JSON ids for evaluate.json only")
     p.add_argument("--generators", default="pig,ddpm,ddim,concat,controlnet", help=f"subset of {list(GENERATORS)}")
     p.add_argument("--num_samples", type=int, default=256, help="N generated images per generator (>= 2)")
     p.add_argument("--num_samples_ddpm", type=int, default=None, help="N for DDPM only (default: --num_samples)")

@@ -57,6 +57,7 @@ from scripts.experiments.stages import (
     MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
     config_path,
     free_names,
+    json_dict,
     resolve_config,
     run_stage,
     versions,
@@ -135,13 +136,6 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
-def _json_dict(text: str) -> dict:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object of id -> value, got {text!r}")
-    return value
-
-
 def _extra(text: str) -> tuple[str, str]:
     name, sep, pattern = text.partition("=")
     if not sep or not name or not pattern or not name.replace("_", "").replace("-", "").isalnum():
@@ -165,8 +159,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache_dir", default=str(BUNDLE_ROOT / "cache"), help="prepared slices (default bundle/cache)")
     p.add_argument("--pig_overlay", default="configs/demo.json", help="overlay on train.json/inference.json")
     p.add_argument("--seg_overlay", default=None, help="overlay on seg_train.json (default none = full size)")
-    p.add_argument("--pig_overrides", type=_json_dict, default={}, help="JSON object id -> value for PIG runs")
-    p.add_argument("--seg_overrides", type=_json_dict, default={}, help="JSON object id -> value for seg runs")
+    p.add_argument("--pig_overrides", type=json_dict, default={}, help="JSON object id -> value for PIG runs")
+    p.add_argument("--seg_overrides", type=json_dict, default={}, help="JSON object id -> value for seg runs")
     p.add_argument("--ratios", type=_floats, default=[0.3, 0.6], help="synthetic pairs per real item, e.g. 0.3,0.6")
     p.add_argument(
         "--extra_generator",

@@ -7,6 +7,7 @@ overlay is an error. Used by :mod:`scripts.experiments.seg_grid` and :mod:`scrip
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ __all__ = [
     "OVERLAY",
     "PACKAGES",
     "config_path",
+    "json_dict",
     "resolve_config",
     "write_json",
     "overlay_hash",
@@ -49,6 +51,19 @@ def config_path(path: str) -> str:
     if not full.is_file():
         raise FileNotFoundError(f"config file {full} not found")
     return str(full)
+
+
+def json_dict(text: str) -> dict:
+    """``argparse`` type of the runners' ``--*_overrides`` options: a JSON object of config id → value.
+
+    Raises:
+        argparse.ArgumentTypeError: the text is JSON but not an object.
+        json.JSONDecodeError: the text is not JSON.
+    """
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of id -> value, got {text!r}")
+    return value
 
 
 def resolve_config(files: Sequence[str], overrides: dict, ids: Sequence[str]) -> dict:
