@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -269,7 +270,15 @@ def _break_folder(kind: str, folder: Path, monkeypatch) -> None:
         except PermissionError:
             return
         (folder / "probe").unlink()
-        pytest.skip("running as root: chmod 0o555 does not stop writes (the other two cases still run)")
+        # Root: produce what the kernel returns to any other user for this folder (EACCES on file creation).
+        real_mkstemp = tempfile.mkstemp
+
+        def denied(*args, **kwargs):
+            if os.path.abspath(str(kwargs.get("dir", ""))) == str(folder):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_mkstemp(*args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
     elif kind == "disk_full":
 
         def full(fd):
