@@ -44,12 +44,13 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet, resnet18, resnet50
 from monai.networks.nets.resnet import ResNet
 
+from ..pig.checkpoint import file_sha256
+
 __all__ = [
     "EXTRACTORS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "FeatureExtractor",
-    "sha256_file",
     "sha256_state_dict",
     "build_extractor",
     "inception_v3",
@@ -66,15 +67,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 RADIMAGENET_WEIGHTS = "RadImageNet_ResNet50.pt"
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:
@@ -306,7 +298,7 @@ def radimagenet_resnet50(
         size,
         f"antialiased bilinear resize to {size} px, gray repeated to RGB, ImageNet mean/std",
         path,
-        sha256_file(path),
+        file_sha256(path),
         False,
         "MONAI resnet50 (torchvision layout), RadImageNet weights (Mei et al. 2022)",
         batch_size=batch_size,
@@ -403,7 +395,7 @@ def seg_unet_encoder(
         size,
         f"antialiased bilinear resize to {size} px, [0, 1] -> [-1, 1], 1 channel",
         path,
-        sha256_file(path),
+        file_sha256(path),
         False,
         "this project's MONAI UNet segmenter (seg_train.json), bottom block, global average pool",
         forward=lambda x: unet_encoder_features(seg_network, x),
@@ -458,7 +450,7 @@ def inception_v3(
         299,
         "round(255 x) to uint8, gray repeated to RGB, torch-fidelity's TF1-compatible bilinear resize to 299 px",
         path,
-        sha256_file(path),
+        file_sha256(path),
         False,
         "torch-fidelity FeatureExtractorInceptionV3 (TensorFlow FID Inception, pool3)",
         forward=lambda x: net(x)[0],

@@ -26,6 +26,7 @@ import torch
 from monai.transforms import GaussianSmooth
 from PIL import Image
 
+from ..pig.checkpoint import file_sha256
 from ..pig.preview import pair_grid
 from ..pig.runinfo import record_run
 from ..pig.writer import check_free
@@ -34,7 +35,7 @@ from ..seg.metrics import lesion_metrics
 from ..seg.synthetic import read_manifest
 from .distances import frechet_distance, kernel_inception_distance
 from .diversity import ms_ssim_settings, pairwise_dice, pairwise_ms_ssim
-from .features import FeatureExtractor, build_extractor, sha256_file
+from .features import FeatureExtractor, build_extractor
 from .mask_stats import STATISTICS, compare_mask_statistics, mask_statistics
 
 __all__ = [
@@ -295,7 +296,7 @@ def pair_consistency(
         "dice_std": float(gen.std(unbiased=False)),
         "n": len(generated),
         "seg_model": os.path.abspath(seg_model_path),
-        "seg_model_sha256": sha256_file(seg_model_path),
+        "seg_model_sha256": file_sha256(seg_model_path),
         "real_reference": None,
     }
     if real is not None and len(real):

@@ -169,8 +169,6 @@ def generate_pairs(
         ValueError: ``num_samples`` or ``batch_size`` < 1.
         FileExistsError: a target file or ``manifest.csv`` exists already (nothing is written).
     """
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
     ckpt = [checkpoint_column(p) for p in checkpoints]
     ckpt += [""] * (2 - len(ckpt))
     guider.eval()
