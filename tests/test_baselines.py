@@ -16,8 +16,8 @@ from scripts.baselines.masks import load_condition_masks, mask_indices, read_mas
 from scripts.baselines.networks import check_choice, init_controlnet
 from scripts.baselines.prepare_batch import ImageDiffusionPrepareBatch
 from scripts.baselines.sampling import generate_samples
-from scripts.pig.writer import MANIFEST_FIELDS
-from scripts.seg.synthetic import read_manifest, synthetic_items
+from scripts.common.writer import MANIFEST_FIELDS, read_manifest
+from scripts.seg.synthetic import synthetic_items
 
 S = 16
 

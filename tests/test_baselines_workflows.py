@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_bundle_workflows import bundle_run
+from helpers import bundle_run
 
 from scripts.seg.synthetic import synthetic_items
 
@@ -23,7 +23,7 @@ T = "16"
 def train(ckpt: Path, cache: Path, generator_type: str, *args: str):
     return bundle_run(
         "training",
-        "baseline_train.json",
+        "baseline_train",
         "--ckpt_dir",
         str(ckpt),
         "--cache_dir",
@@ -39,7 +39,7 @@ def train(ckpt: Path, cache: Path, generator_type: str, *args: str):
 def sample(ckpt: Path, out: Path, generator_type: str, sampler: str, n: int = 3):
     bundle_run(
         "inference",
-        "baseline_inference.json",
+        "baseline_inference",
         "--ckpt_dir",
         str(ckpt),
         "--output_dir",

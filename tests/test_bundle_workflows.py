@@ -1,39 +1,14 @@
 """End-to-end ``python -m monai.bundle run`` with the smoke overlay, as a user runs it from ``bundle/``."""
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import bundle_run
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 pytestmark = pytest.mark.slow
-
-
-def bundle_run(workflow: str, config: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        f"['configs/{config}','configs/smoke.json']",
-        "--logging_file",
-        "configs/logging.conf",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def check_pairs(out: Path, n: int, size: int) -> list[dict]:
@@ -55,13 +30,13 @@ def check_pairs(out: Path, n: int, size: int) -> list[dict]:
 
 def train_and_sample(tmp_path: Path, n: int, *data_args: str) -> tuple[Path, Path]:
     ckpt, out, cache = tmp_path / "ckpt dir", tmp_path / "out", tmp_path / "cache"
-    bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
+    bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
     for name in ("guider.pt", "generator.pt", "guider_checkpoint.pt", "generator_checkpoint.pt", "dataset.json"):
         assert (ckpt / name).is_file(), name
     assert list((ckpt / "runs").glob("*_training.json"))
     assert (ckpt / "preview.png").is_file()
     bundle_run(
-        "inference", "inference.json", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", str(n)
+        "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", str(n)
     )
     check_pairs(out, n, 32)
     return ckpt, out
@@ -71,13 +46,13 @@ def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
     ckpt, out = train_and_sample(tmp_path, 3)
     # A second training run finds both stages complete and leaves the weights alone.
     before = (ckpt / "generator.pt").read_bytes()
-    proc = bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(tmp_path / "cache"))
+    proc = bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(tmp_path / "cache"))
     assert "stage already complete" in proc.stdout + proc.stderr
     assert (ckpt / "generator.pt").read_bytes() == before
     # Inference never overwrites: the same output folder is refused before anything is written.
     with pytest.raises(AssertionError, match="refusing to overwrite"):
         bundle_run(
-            "inference", "inference.json", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3"
+            "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3"
         )
 
 
@@ -95,7 +70,7 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
     import torch
 
     ckpt, cache = tmp_path / "ckpt", tmp_path / "cache"
-    bundle_run("training", "train.json", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), "--max_epochs", "1")
+    bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), "--max_epochs", "1")
     first = torch.load(ckpt / "guider_checkpoint.pt", weights_only=True)
     assert first["trainer"]["iteration"] == 2  # ignite stores the iteration: 1 epoch x epoch_length 2
     # Simulate a run interrupted after epoch 1: only the resume checkpoints are left.
@@ -103,7 +78,7 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
         (ckpt / name).unlink()
     proc = bundle_run(
         "training",
-        "train.json",
+        "train",
         "--ckpt_dir",
         str(ckpt),
         "--cache_dir",

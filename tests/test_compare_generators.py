@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.evaluation.report import IMAGE_ONLY_REASON
+from scripts.evaluation.sections import IMAGE_ONLY_REASON
 from scripts.experiments.compare_generators import COLUMNS, format_table, parse_args, table_rows, write_outputs
 from scripts.experiments.seg_grid import DUKE_NOTE
 from scripts.experiments.stages import MARKER
@@ -141,7 +141,7 @@ def test_compare_generators_smoke_end_to_end_and_resume(tmp_path):
     table = (work / "table.md").read_text(encoding="utf-8")
     assert "random_resnet18_seed0" in table and "pipeline check only" in table and "biased upward" in table
     config = json.loads((work / "config.json").read_text(encoding="utf-8"))
-    assert "scripts.experiments.compare_generators" in config["command"] and config["versions"]["torch"]
+    assert "scripts.experiments.compare_generators" in config["command"] and config["versions"]["packages"]["torch"]
     assert set(config["checkpoints_sha256"]) == {"pig", "image", "concat", "controlnet"}
     assert all(len(h) == 64 for d in config["checkpoints_sha256"].values() for h in d.values())
     assert len(config["checkpoints_sha256"]["pig"]) == 2  # guider + generator

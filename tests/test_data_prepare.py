@@ -218,3 +218,31 @@ def test_split_patients_deterministic_and_disjoint():
     assert len(val) == 2 and val == split_patients(list(reversed(ids)), 0.2, seed=3)
     assert len(split_patients(["a", "b"], 0.01, 0)) == 1 and split_patients(["a"], 0.5, 0) == set()
     assert len(split_patients(["a", "b"], 0.99, 0)) == 1  # never empties the training side
+
+
+@pytest.mark.parametrize("crop_mode", ["slice", "patch"])
+def test_items_record_how_to_map_outputs_back_to_the_source_slice(tmp_path, crop_mode):
+    """flip, crop box, window and scale: every output lesion pixel, mapped back with the documented formula, lands
+    on the source slice's lesion (a wrong record, e.g. a missed flip or a crop offset, misses it)."""
+    root = write_folder_dataset(tmp_path / "data")
+    result = prepare_dataset(str(root), str(tmp_path / "cache"), image_size=32, crop_mode=crop_mode,
+                             min_patch_size=16, min_lesion_area=10, val_fraction=0.0)  # fmt: skip
+    items = result["train"]
+    assert items and any(it["flipped"] for it in items) and not all(it["flipped"] for it in items)
+    for it in items:
+        mask_file = it["source"].split(" + ")[1]  # Case.source: "<image file> + <mask file>"
+        source = np.transpose(np.asarray(nib.load(mask_file).dataobj), (2, 0, 1))
+        src = source[it["slice_index"]]
+        assert it["source_shape"] == list(src.shape)
+        out = np.asarray(nib.load(it["label"]).dataobj)
+        r0, _, c0, _ = it["crop_bbox"]
+        wr, wc, side = it["window"]
+        assert it["scale"] == side / 32
+        rows, cols = np.nonzero(out)
+        r = np.rint(r0 + wr + (rows + 0.5) * it["scale"] - 0.5).astype(int)
+        c = np.rint(c0 + wc + (cols + 0.5) * it["scale"] - 0.5).astype(int)
+        if it["flipped"]:
+            c = src.shape[1] - 1 - c
+        hits = src[np.clip(r, 0, src.shape[0] - 1), np.clip(c, 0, src.shape[1] - 1)]
+        # nearest source pixel of a resampled mask: all but the boundary ring must land inside the lesion
+        assert hits.mean() >= 0.8, (it["case_id"], hits.mean())

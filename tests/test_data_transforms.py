@@ -5,25 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scripts.common.value_range import MaskToSignedd, mask_to_signed
 from scripts.data.case import DataError
-from scripts.data.transforms import (
+from scripts.data.crops import (
     CropBreastRegiond,
-    MaskToSignedd,
-    NormalizeLaterality,
-    NormalizeLateralityd,
-    PercentileWindow,
-    PercentileWindowd,
     background_patch,
     breast_bbox,
-    breast_mask,
-    detect_breast_side,
     lesion_bbox,
     lesion_patch,
-    mask_to_signed,
     patch_window,
-    select_lesion_slices,
     square_slice,
 )
+from scripts.data.foreground import breast_mask, detect_breast_side
+from scripts.data.intensity import PercentileWindow, PercentileWindowd
+from scripts.data.laterality import NormalizeLaterality, NormalizeLateralityd
+from scripts.data.selection import select_lesion_slices
 
 
 def breast_slice(h=80, w=60, side="left", lesion=(30, 40, 10, 20), seed=0):

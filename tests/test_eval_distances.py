@@ -1,5 +1,7 @@
 """FID (MONAI FIDMetric) and KID (unbiased polynomial MMD²) on feature sets with known answers."""
 
+import os
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -126,3 +128,23 @@ def test_kid_is_seeded():
     a = kernel_inception_distance(x, y, subset_size=20, num_subsets=10, seed=1)
     assert a == kernel_inception_distance(x, y, subset_size=20, num_subsets=10, seed=1)
     assert a["kid_mean"] != kernel_inception_distance(x, y, subset_size=20, num_subsets=10, seed=2)["kid_mean"]
+
+
+def test_kid_on_whole_sets_equals_torch_fidelity():
+    """One subset of the whole sets removes the subset draw (the unbiased MMD² does not depend on the row order), so
+    the estimate must equal torch-fidelity's ``kid_features_to_metric`` with the same kernel (cubic, gamma 1/D,
+    coef0 1). Tolerance 1e-9 relative: both sum the same float64 kernel values, in another order."""
+    try:
+        from torch_fidelity.metric_kid import kid_features_to_metric
+    except ImportError as e:  # as the Inception test: a skip on a developer's machine, a failure in CI
+        if os.environ.get("CI"):
+            pytest.fail(f"torch-fidelity missing in CI ({e}): .ci/run must install requirements-fid.txt")
+        pytest.skip("torch-fidelity not installed (requirements-fid.txt)")
+
+    rng = np.random.default_rng(5)
+    a = torch.from_numpy(rng.normal(0.0, 1.0, (40, 16)))
+    b = torch.from_numpy(rng.normal(0.3, 1.2, (40, 16)))
+    ours = kernel_inception_distance(a, b, subset_size=40, num_subsets=1)
+    theirs = kid_features_to_metric(a, b, kid_subsets=1, kid_subset_size=40, verbose=False, rng_seed=0)
+    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9)
+    assert ours["kid_mean"] > 0

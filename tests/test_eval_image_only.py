@@ -15,8 +15,11 @@ from test_baselines import unet
 from scripts.baselines.inferer import BaselineDiffusionInferer
 from scripts.baselines.sampling import generate_samples
 from scripts.data.prepare import prepare_dataset
-from scripts.evaluation.report import IMAGE_ONLY_REASON, load_generated_set, run_evaluation
-from scripts.pig.pair_stats import load_manifest_pairs
+from scripts.evaluation.features import build_extractor
+from scripts.evaluation.pair_stats import generated_pairs
+from scripts.evaluation.report import EvaluationSettings, run_evaluation
+from scripts.evaluation.sections import IMAGE_ONLY_REASON
+from scripts.evaluation.sets import load_generated_set
 
 S = 32
 
@@ -34,17 +37,8 @@ def image_only_report(tmp_path_factory):
     write_image_only(root / "gen")
     datalist = prepare_dataset(None, str(root / "cache"), S, crop_mode="patch", min_patch_size=S, phantom_cases=3)
     out = root / "eval"
-    metrics = run_evaluation(
-        datalist,
-        str(root / "gen"),
-        str(out),
-        "random_resnet18_seed0",
-        image_size=S,
-        kid_subset_size=4,
-        kid_num_subsets=5,
-        max_pairs=20,
-        grid_pairs=4,
-    )
+    settings = EvaluationSettings(image_size=S, kid_subset_size=4, kid_num_subsets=5, max_pairs=20, grid_pairs=4)
+    metrics = run_evaluation(build_extractor("random_resnet18_seed0"), datalist, str(root / "gen"), str(out), settings)
     return metrics, out
 
 
@@ -74,7 +68,7 @@ def test_mixed_manifest_and_pair_stats_refuse_image_only(tmp_path):
     gen = tmp_path / "gen"
     write_image_only(gen, n=2)
     with pytest.raises(ValueError, match="no label file.*image-only generator"):
-        load_manifest_pairs(str(gen))
+        generated_pairs(str(gen))
     assert load_generated_set(str(gen)).masks is None
     # A manifest that mixes rows with and without labels is neither kind: refused.
     manifest = gen / "manifest.csv"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.evaluation.diversity import ms_ssim_settings, pairwise_dice, pairwise_ms_ssim, sample_pairs
+from scripts.evaluation.diversity import index_pairs, ms_ssim_settings, pairwise_dice, pairwise_ms_ssim
 from scripts.evaluation.mask_stats import compare_mask_statistics, eccentricity, mask_statistics
 
 
@@ -89,11 +89,11 @@ def test_pairwise_dice_of_three_tiny_masks_by_hand():
 
 
 def test_sample_pairs_all_or_seeded_subset():
-    pairs, sub = sample_pairs(5, 100)
+    pairs, sub = index_pairs(5, 100)
     assert not sub and len(pairs) == 10 and (pairs[:, 0] < pairs[:, 1]).all()
-    p1, s1 = sample_pairs(50, 100, seed=3)
-    p2, _ = sample_pairs(50, 100, seed=3)
-    p3, _ = sample_pairs(50, 100, seed=4)
+    p1, s1 = index_pairs(50, 100, seed=3)
+    p2, _ = index_pairs(50, 100, seed=3)
+    p3, _ = index_pairs(50, 100, seed=4)
     assert s1 and len(p1) == 100 and len({tuple(p) for p in p1}) == 100 and (p1[:, 0] < p1[:, 1]).all()
     assert (p1 == p2).all() and not (p1 == p3).all()
 

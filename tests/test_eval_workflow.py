@@ -4,22 +4,21 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, bundle_run
 
-from scripts.evaluation.report import PairSet, pair_consistency, split_halves
-from scripts.pig.writer import pair_paths, write_manifest, write_pair
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-CONFIGS = BUNDLE / "configs"
+from scripts.common.configs import config_files, merged_config
+from scripts.common.writer import pair_paths, write_manifest, write_pair
+from scripts.evaluation.sections import pair_consistency
+from scripts.evaluation.sets import PairSet, split_halves
 
 
 def write_generated(folder: Path, n: int = 10, size: int = 32, seed: int = 0) -> Path:
-    """A PIG-layout output folder (scripts.pig.writer): textured slices in [0, 1] with a bright elliptical lesion."""
+    """A PIG-layout output folder (scripts.common.writer): textured slices in [0, 1] with a bright elliptical lesion."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     rows = []
@@ -54,25 +53,7 @@ def write_generated(folder: Path, n: int = 10, size: int = 32, seed: int = 0) ->
 
 
 def evaluate(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "evaluating",
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        "['configs/evaluate.json','configs/smoke.json']",
-        "--logging_file",
-        "configs/logging.conf",
-        *args,
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return bundle_run("evaluating", "evaluate", *args, check=check)
 
 
 def check_report(out: Path, n_generated: int, extractor: str) -> dict:
@@ -195,10 +176,11 @@ def test_split_halves_is_patient_wise():
 def test_overlay_ids_exist_in_evaluate_json(overlay):
     # MONAI silently adds unknown ids: an overlay id missing here would leave evaluate.json at full size.
     over = json.loads((CONFIGS / overlay).read_text())
-    cfg = json.loads((CONFIGS / "evaluate.json").read_text())
-    assert not sorted(set(over) - set(cfg))
-    # the data pipeline must be train.json's (same datalist expression, same defaults)
-    train = json.loads((CONFIGS / "train.json").read_text())
-    assert cfg["datalist"] == train["datalist"]
+    merged = merged_config("evaluate")
+    assert not sorted(set(over) - set(merged))
+    # the data pipeline is train.json's: the same layer, so the same datalist and defaults
+    assert config_files("evaluate")[0] == config_files("train")[0]
+    train = merged_config("train")
+    assert merged["datalist"] == train["datalist"]
     for key in ("image_size", "crop_mode", "min_patch_size", "patches_per_lesion", "val_fraction", "phantom_cases"):
-        assert cfg[key] == train[key], key
+        assert merged[key] == train[key], key

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.pig.flags import check_flags
+from scripts.common.flags import check_flags
 
 
 def test_booleans_pass_strings_fail_with_a_hint():

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from scripts.pig.pair_stats import pair_statistics, summarise
+from scripts.evaluation.pair_stats import pair_statistics, set_summary
 
 
 def test_pair_statistics_hand_computed():
@@ -22,5 +22,5 @@ def test_pair_statistics_hand_computed():
 def test_empty_mask_gives_nan_contrast_and_counts_as_empty():
     s = pair_statistics(np.random.default_rng(0).random((8, 8)), np.zeros((8, 8)))
     assert s["area_px"] == 0 and s["components"] == 0 and math.isnan(s["contrast"])
-    summary = summarise([s, {"area_px": 4, "components": 1, "contrast": 1.0, "contrast_std_units": 2.0}])
+    summary = set_summary([s, {"area_px": 4, "components": 1, "contrast": 1.0, "contrast_std_units": 2.0}])
     assert summary["empty_mask_fraction"] == 0.5 and summary["contrast_mean"] == 1.0 and summary["area_px_mean"] == 2.0

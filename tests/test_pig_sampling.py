@@ -5,10 +5,7 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from scripts.pig.binarize import binarize_mask
-from scripts.pig.inferer import PairedDDIMInferer
-from scripts.pig.sampling import generate_pairs, sample_noise
-from scripts.pig.schedule import predict_x0, set_ddim_timesteps
+from scripts.pig import PairedDDIMInferer, binarize_mask, generate_pairs, predict_x0, sample_noise, set_ddim_timesteps
 
 T = 1024
 

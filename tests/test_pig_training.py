@@ -7,9 +7,7 @@ from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.pig.generator_iteration import GeneratorIteration
-from scripts.pig.prepare_batch import PairedDiffusionPrepareBatch
-from scripts.pig.schedule import predict_x0
+from scripts.pig import GeneratorIteration, PairedDiffusionPrepareBatch, predict_x0
 
 T = 1024
 

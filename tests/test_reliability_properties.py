@@ -20,23 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
+from scripts.common.value_range import MaskToSigned, MaskToSignedd
 from scripts.data.case import DataError
+from scripts.data.crops import background_patch, breast_bbox, lesion_bbox, lesion_patch, square_slice
+from scripts.data.foreground import otsu_threshold
+from scripts.data.intensity import PercentileWindow, PercentileWindowd
+from scripts.data.laterality import NormalizeLaterality, NormalizeLateralityd
 from scripts.data.readers import check_mask, check_pair
-from scripts.data.transforms import (
-    MaskToSigned,
-    MaskToSignedd,
-    NormalizeLaterality,
-    NormalizeLateralityd,
-    PercentileWindow,
-    PercentileWindowd,
-    background_patch,
-    breast_bbox,
-    lesion_bbox,
-    lesion_patch,
-    otsu_threshold,
-    select_lesion_slices,
-    square_slice,
-)
+from scripts.data.selection import select_lesion_slices
 
 DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64, np.bool_)
 SPECIAL = (np.nan, np.inf, -np.inf)

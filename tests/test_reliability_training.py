@@ -1,4 +1,4 @@
-"""Reliability of training, checkpoints and outputs (issue 5, training side).
+"""Reliability of training, checkpoints and outputs.
 
 Resume after a SIGKILL mid-epoch, outputs never overwritten, manifests confined to their folder, bit-identical
 repeated inference, clear errors for checkpoints of another architecture / image size, for unwritable output
@@ -11,8 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,25 +18,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import bundle_run, parser
 from ignite.engine import Engine
-from monai.bundle import ConfigParser
 from monai.data import FolderLayout
 from monai.handlers import CheckpointSaver
 from monai.networks.schedulers import DDIMScheduler
 from test_seg_synthetic import make_pig_folder, rewrite_manifest
 
-from scripts.pig.checkpoint import AtomicCheckpointSaver, StageCheckpointer, file_sha256
-from scripts.pig.guards import NonFiniteLossError
-from scripts.pig.inferer import PairedDDIMInferer
-from scripts.pig.pair_stats import load_manifest_pairs
-from scripts.pig.preview import save_pair_grid
-from scripts.pig.sampling import generate_pairs
+from scripts.common.checkpoint import AtomicCheckpointSaver, StageCheckpointer, file_sha256
+from scripts.common.grid import save_pair_grid
+from scripts.common.guards import NonFiniteLossError
+from scripts.common.writer import read_manifest
+from scripts.evaluation.pair_stats import generated_pairs
+from scripts.pig import PairedDDIMInferer, generate_pairs
 from scripts.seg.inference import check_outputs
-from scripts.seg.synthetic import read_manifest
-
-TESTS = Path(__file__).resolve().parent
-BUNDLE = TESTS.parent / "bundle"
-CONFIGS = BUNDLE / "configs"
 
 # One batch per pass over the 3-case phantom's training slices (19 of them; asserted below): every iteration then
 # starts a fresh DataLoader iterator, in an uninterrupted run as in a resumed one, so with the random states restored
@@ -48,31 +41,14 @@ CONFIGS = BUNDLE / "configs"
 RESUME_OVERLAY = {"batch_size": 32, "max_epochs": 2, "save_iteration_interval": 1}
 
 
-def bundle_run(workflow: str, configs: list, *args, meta: str = "metadata.json", check: bool = True):
-    """``python -m monai.bundle run`` from ``bundle/`` as a user runs it; ``tests/`` on PYTHONPATH for the helpers."""
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", f"configs/{meta}",
-        "--config_file", str([str(c) for c in configs]), "--logging_file", "configs/logging.conf", *map(str, args),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+def run(run_id: str, workflow: str, overlays: list, *args, check: bool = True):
+    """``bundle_run`` with one torch thread: the bit-identity tests compare runs of equal thread counts."""
+    return bundle_run(run_id, workflow, *args, overlays=[str(o) for o in overlays], check=check, one_thread=True)
 
 
 def write_json(path: Path, obj: dict) -> Path:
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
-
-
-def parser(*names: str, **overrides) -> ConfigParser:
-    p = ConfigParser()
-    p.read_config([str(CONFIGS / n) for n in names])
-    for k, v in overrides.items():
-        p[k] = v
-    return p
 
 
 def cause(excinfo) -> BaseException:
@@ -93,8 +69,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     overlay = write_json(root / "resume_overlay.json", RESUME_OVERLAY)
     ckpt, cache = root / "ckpt", root / "cache"
-    bundle_run("training", ["configs/train.json", "configs/smoke.json", overlay], "--ckpt_dir", ckpt,
-               "--cache_dir", cache)  # fmt: skip
+    run("training", "train", ["configs/smoke.json", overlay], "--ckpt_dir", ckpt, "--cache_dir", cache)
     assert json.loads((ckpt / "dataset.json").read_text())["num_train_slices"] <= RESUME_OVERLAY["batch_size"]
     return ckpt, cache, overlay
 
@@ -106,7 +81,7 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, traine
     then a plain rerun: the final guider and generator equal the uninterrupted run's exactly (see RESUME_OVERLAY)."""
     ref, cache, overlay = trained
     ckpt = tmp_path / "ckpt"
-    base = ["configs/train.json", "configs/smoke.json", overlay]
+    base = ["configs/smoke.json", overlay]
     logs = []
     for stage in ("guider", "generator"):  # run 1 dies in the guider stage, run 2 resumes it and dies in the generator
         handlers = f"$[h for h in @train#{stage}#handlers if h is not None] + [@kill_at]"  # kill after the save
@@ -114,13 +89,13 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, traine
             "kill_at": {"_target_": "reliability_helpers.KillAtIteration", "iteration": 3},
             f"train#{stage}#trainer#train_handlers": handlers,
         })  # fmt: skip
-        proc = bundle_run("training", [*base, kill], "--ckpt_dir", ckpt, "--cache_dir", cache, check=False)
+        proc = run("training", "train", [*base, kill], "--ckpt_dir", ckpt, "--cache_dir", cache, check=False)
         logs.append(proc.stdout + proc.stderr)
         assert proc.returncode == -signal.SIGKILL, logs[-1][-3000:]
         assert weights(ckpt / f"{stage}_checkpoint.pt")["trainer"]["iteration"] == 3
         assert not (ckpt / f"{stage}.pt").exists()
         assert not list(ckpt.glob(".tmp_*")), "the kill came after the save: no temporary file may be left"
-    proc = bundle_run("training", base, "--ckpt_dir", ckpt, "--cache_dir", cache)
+    proc = run("training", "train", base, "--ckpt_dir", ckpt, "--cache_dir", cache)
     logs.append(proc.stdout + proc.stderr)
     assert "guider_checkpoint.pt at epoch 1, iteration 3" in logs[1]
     assert "stage already complete" in logs[2] and "generator_checkpoint.pt at epoch 1, iteration 3" in logs[2]
@@ -139,8 +114,8 @@ def test_two_full_inference_runs_with_the_same_config_and_seed_are_bit_identical
     ref, _, _ = trained
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        bundle_run("inference", ["configs/inference.json", "configs/smoke.json"], "--ckpt_dir", ref,
-                   "--output_dir", out, "--num_samples", 3, "--batch_size", 2)  # fmt: skip
+        run("inference", "inference", ["configs/smoke.json"], "--ckpt_dir", ref, "--output_dir", out,
+            "--num_samples", 3, "--batch_size", 2)  # fmt: skip
     a, b = outs
     assert (a / "manifest.csv").read_bytes() == (b / "manifest.csv").read_bytes()  # ids, areas, weight hashes
     names = sorted(p.name for p in a.glob("*.nii.gz"))
@@ -192,7 +167,7 @@ def test_outputs_are_never_overwritten_and_the_refusal_comes_before_any_write(tm
 
 
 # --------------------------------------------------------------------------------------------- manifest confined
-@pytest.mark.parametrize("reader", [read_manifest, load_manifest_pairs], ids=["seg_synthetic", "pair_stats"])
+@pytest.mark.parametrize("reader", [read_manifest, generated_pairs], ids=["seg_synthetic", "pair_stats"])
 def test_every_manifest_reader_refuses_paths_outside_the_folder(tmp_path, reader):
     folder = make_pig_folder(tmp_path / "pig", n=2)
     secret = tmp_path / "secret_label.nii.gz"
@@ -207,12 +182,12 @@ FOREIGN = {  # the configured architecture is the smoke overlay's; the file come
     "pig": {"channels": [8, 8, 16], "attention_levels": [False, False, False]},
     "seg": {"channels": [2, 4], "strides": [2]},
 }
-LOADERS = [  # (configs, handler id, file it loads, resume checkpoint?)
-    (["train.json", "smoke.json"], "train#guider#handlers#0", "guider_checkpoint.pt", True),
-    (["train.json", "smoke.json"], "train#generator#handlers#0", "guider.pt", False),
-    (["train.json", "smoke.json"], "train#generator#handlers#1", "generator_checkpoint.pt", True),
-    (["seg_train.json", "seg_evaluate.json", "seg_smoke.json"], "validate#handlers#0", "seg_model.pt", False),
-    (["seg_inference.json", "seg_smoke.json"], "handlers#0", "seg_model.pt", False),
+LOADERS = [  # (workflow + overlay, handler id, file it loads, resume checkpoint?)
+    (["train", "smoke.json"], "train#guider#handlers#0", "guider_checkpoint.pt", True),
+    (["train", "smoke.json"], "train#generator#handlers#0", "guider.pt", False),
+    (["train", "smoke.json"], "train#generator#handlers#1", "generator_checkpoint.pt", True),
+    (["seg_evaluate", "seg_smoke.json"], "validate#handlers#0", "seg_model.pt", False),
+    (["seg_inference", "seg_smoke.json"], "handlers#0", "seg_model.pt", False),
 ]
 
 
@@ -233,15 +208,15 @@ def test_checkpoint_of_another_architecture_is_refused_naming_the_file(tmp_path,
 def test_inference_refuses_weights_of_another_architecture_or_image_size(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    foreign = parser("inference.json", "smoke.json", **FOREIGN["pig"]).get_parsed_content("network_def")
+    foreign = parser("inference", "smoke.json", **FOREIGN["pig"]).get_parsed_content("network_def")
     torch.save(foreign.state_dict(), ckpt / "guider.pt")
-    p = parser("inference.json", "smoke.json", ckpt_dir=str(ckpt))
+    p = parser("inference", "smoke.json", ckpt_dir=str(ckpt))
     with pytest.raises(RuntimeError) as excinfo:
         p.get_parsed_content("guider")
     assert isinstance(cause(excinfo), ValueError) and f"{ckpt / 'guider.pt'} does not fit" in str(cause(excinfo))
     # Conv weights load at any image size: the size recorded by training (dataset.json) is what is checked.
     (ckpt / "dataset.json").write_text(json.dumps({"image_size": 64}))
-    p = parser("inference.json", "smoke.json", ckpt_dir=str(ckpt), output_dir=str(tmp_path / "out"))
+    p = parser("inference", "smoke.json", ckpt_dir=str(ckpt), output_dir=str(tmp_path / "out"))
     with pytest.raises(RuntimeError) as excinfo:
         p.get_parsed_content("inference")
     msg = str(cause(excinfo))
@@ -250,12 +225,12 @@ def test_inference_refuses_weights_of_another_architecture_or_image_size(tmp_pat
 
 
 # ----------------------------------------------------------------------------------------- unwritable folders
-WORKFLOWS = [  # (configs, workflow list, folder id, an input that is only prepared/read after the probe)
-    (["train.json", "smoke.json"], "training", "ckpt_dir"),
-    (["inference.json", "smoke.json"], "inference", "output_dir"),
-    (["seg_train.json", "seg_smoke.json"], "training", "ckpt_dir"),
-    (["seg_train.json", "seg_evaluate.json", "seg_smoke.json"], "evaluating", "output_dir"),
-    (["seg_inference.json", "seg_smoke.json"], "inference", "output_dir"),
+WORKFLOWS = [  # (workflow + overlay, run id, folder id)
+    (["train", "smoke.json"], "training", "ckpt_dir"),
+    (["inference", "smoke.json"], "inference", "output_dir"),
+    (["seg_train", "seg_smoke.json"], "training", "ckpt_dir"),
+    (["seg_evaluate", "seg_smoke.json"], "evaluating", "output_dir"),
+    (["seg_inference", "seg_smoke.json"], "inference", "output_dir"),
 ]
 
 
@@ -319,7 +294,7 @@ def test_unwritable_output_folder_fails_before_work_starts(tmp_path, monkeypatch
 # ------------------------------------------------------------------------------------------------ NaN losses
 def test_nan_loss_stops_the_guider_stage_and_keeps_the_last_good_checkpoint(tmp_path):
     ckpt = tmp_path / "ckpt"
-    p = parser("train.json", "smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
+    p = parser("train", "smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
                cache_dir=str(tmp_path / "cache"), save_iteration_interval=1)  # fmt: skip
     p["train#guider#trainer#loss_function"] = {"_target_": "reliability_helpers.NaNAfter",
                                                "loss": "$torch.nn.MSELoss()", "n": 1}  # fmt: skip
@@ -341,7 +316,7 @@ def test_nan_loss_stops_segmentation_training_without_saving_nan_weights(tmp_pat
     ckpt = tmp_path / "ckpt"
     # inner_val_fraction 0: the trainer's own CheckpointSaver (save_final) is used, whose MONAI version saves the
     # current, here NaN, weights as seg_model.pt when an exception ends the run.
-    p = parser("seg_train.json", "seg_smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
+    p = parser("seg_train", "seg_smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
                cache_dir=str(tmp_path / "cache"), inner_val_fraction=0.0)  # fmt: skip
     p["loss"] = {"_target_": "reliability_helpers.NaNAfter", "n": 1,
                  "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True}}  # fmt: skip
@@ -355,13 +330,12 @@ def test_nan_loss_stops_segmentation_training_without_saving_nan_weights(tmp_pat
 
 @pytest.mark.parametrize(
     "config, handlers_id",
-    [("train.json", "train#guider#handlers"), ("train.json", "train#generator#handlers"),
-     ("seg_train.json", "train#handlers")],
+    [("train", "train#guider#handlers"), ("train", "train#generator#handlers"), ("seg_train", "train#handlers")],
 )  # fmt: skip
 def test_nan_guard_comes_before_every_checkpoint_writer(config, handlers_id):
     """ignite runs ITERATION_COMPLETED handlers in attachment order: the guard must raise before any save."""
     targets = [h["_target_"] if isinstance(h, dict) else h for h in parser(config)[handlers_id]]
-    guard = targets.index("scripts.pig.guards.StopOnNonFiniteLoss")
+    guard = targets.index("scripts.common.guards.StopOnNonFiniteLoss")
     writers = [i for i, t in enumerate(targets) if "Checkpointer" in t or "CheckpointSaver" in t or "ema" in t]
     assert writers and all(guard < i for i in writers), targets
 

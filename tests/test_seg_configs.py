@@ -1,20 +1,12 @@
 """Segmentation configs: overlay ids exist, MONAI Label / model-zoo ids present, laterality-safe flips, metadata."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from helpers import CONFIGS, parser
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
-# seg_evaluate.json is layered on seg_train.json, so the smoke overlay is checked against the merged pair.
-BASES = {
-    "seg_train.json": ["seg_train.json"],
-    "seg_evaluate.json": ["seg_train.json", "seg_evaluate.json"],
-    "seg_inference.json": ["seg_inference.json"],
-}
-OVERLAYS = ["seg_smoke.json"]
+from scripts.common.configs import merged_config
 
 
 def load(name):
@@ -22,23 +14,13 @@ def load(name):
         return json.load(f)
 
 
-def parser(*names):
-    p = ConfigParser()
-    p.read_config([str(CONFIGS / n) for n in names])
-    return p
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("base", list(BASES))
-def test_overlay_ids_exist_in_base(overlay, base):
-    # MONAI silently adds unknown ids, so a typo in an overlay would give a full-size "smoke" run.
-    over = load(overlay)
-    merged = {}
-    for name in BASES[base]:
-        merged.update(load(name))
-    assert all("#" not in k and "::" not in k and not k.startswith("+") for k in over), "overlay ids must be flat"
-    missing = sorted(set(over) - set(merged))
-    assert not missing, f"{overlay} sets ids absent from {base}: {missing}"
+@pytest.mark.parametrize("workflow", ["seg_train", "seg_evaluate"])
+def test_overlay_ids_exist_in_base(workflow):
+    # MONAI silently adds unknown ids, so a typo in an overlay would give a full-size "smoke" run (seg_inference,
+    # which reads no training id, is checked with the other workflows in test_configs.py).
+    over = load("seg_smoke.json")
+    missing = sorted(set(over) - set(merged_config(workflow)))
+    assert not missing, f"seg_smoke.json sets ids absent from {workflow}: {missing}"
     assert "dataset_dir" not in over
 
 
@@ -58,25 +40,25 @@ INFER_IDS = [
 @pytest.mark.parametrize(
     "names, ids",
     [
-        (["seg_train.json"], TRAIN_IDS),
-        (["seg_train.json", "seg_evaluate.json"], TRAIN_IDS + ["evaluating"]),
-        (["seg_inference.json"], INFER_IDS),
+        ("seg_train", TRAIN_IDS),
+        ("seg_evaluate", TRAIN_IDS + ["evaluating"]),
+        ("seg_inference", INFER_IDS),
     ],
 )
 def test_monai_label_and_model_zoo_ids(names, ids):
-    p = parser(*names)
+    p = parser(names)
     missing = [i for i in ids if i not in p]
     assert not missing, f"{names} lacks {missing}"
 
 
-@pytest.mark.parametrize("kind, names", [("train", ["seg_train.json"]), ("infer", ["seg_inference.json"])])
-def test_monai_bundle_properties(kind, names):
+@pytest.mark.parametrize("kind, workflow", [("train", "seg_train"), ("infer", "seg_inference")])
+def test_monai_bundle_properties(kind, workflow):
     """The ids of MONAI's required Train/Infer properties (what ``ConfigWorkflow.check_properties`` looks up)."""
     from monai.bundle.properties import InferProperties, TrainProperties
     from monai.utils import BundleProperty, BundlePropertyConfig
 
     props = TrainProperties if kind == "train" else InferProperties
-    p = parser(*names)
+    p = parser(workflow)
     required = [v[BundlePropertyConfig.ID] for v in props.values() if v.get(BundleProperty.REQUIRED)]
     assert required
     assert not [i for i in required if i not in p]
@@ -93,13 +75,13 @@ def _fake_datalist():
 
 def test_selection_on_inner_validation_and_evaluation_on_the_held_out_fold():
     """Training selects on inner validation patients of the training folds; evaluating scores the held-out fold."""
-    p = parser("seg_train.json", "seg_evaluate.json", "seg_smoke.json")
+    p = parser("seg_evaluate", "seg_smoke.json")
     p["datalist"] = _fake_datalist()
     p["fold"] = 1
     split = p.get_parsed_content("split")
     evaluated = p.get_parsed_content("validate#dataset#data")
     assert evaluated == split["test"] and {it["patient_id"] for it in evaluated} == set(split["folds"][1])
-    t = parser("seg_train.json", "seg_smoke.json")
+    t = parser("seg_train", "seg_smoke.json")
     t["datalist"] = _fake_datalist()
     t["fold"] = 1
     selected = t.get_parsed_content("validate#dataset#data")
@@ -111,7 +93,7 @@ def test_selection_on_inner_validation_and_evaluation_on_the_held_out_fold():
 
 @pytest.mark.parametrize("fraction, validates", [(0.15, True), (0.0, False)])
 def test_zero_inner_validation_keeps_the_final_model(fraction, validates, tmp_path):
-    p = parser("seg_train.json", "seg_smoke.json")
+    p = parser("seg_train", "seg_smoke.json")
     p["bundle_root"] = str(tmp_path)  # the handlers create ckpt_dir / tb_dir
     p["datalist"] = _fake_datalist()
     p["inner_val_fraction"] = fraction
@@ -138,26 +120,26 @@ def _components(node):
             yield from _components(v)
 
 
-@pytest.mark.parametrize("name", ["seg_train.json", "seg_inference.json"])
+@pytest.mark.parametrize("name", ["seg_train", "seg_inference"])
 def test_flips_keep_the_chest_wall_left_and_keys_are_image_label_pred(name):
-    comps = list(_components(load(name)))
+    comps = list(_components(merged_config(name)))
     flips = [c for c in comps if "Flip" in c["_target_"]]
     assert all(c["spatial_axis"] == 0 for c in flips), "only vertical flips: rows reversed, columns kept"
-    if name == "seg_train.json":
+    if name == "seg_train":
         assert flips
     keys = {k for c in comps for k in ([c["keys"]] if isinstance(c.get("keys"), str) else c.get("keys", []))}
     assert keys <= {"image", "label", "pred"}
 
 
 def test_train_and_inference_networks_match_and_fit_64_to_512_px():
-    train_net = parser("seg_train.json").get_parsed_content("network_def")
-    infer_net = parser("seg_inference.json").get_parsed_content("network_def")
+    train_net = parser("seg_train").get_parsed_content("network_def")
+    infer_net = parser("seg_inference").get_parsed_content("network_def")
     assert train_net.state_dict().keys() == infer_net.state_dict().keys()
     train_net.eval()
     with torch.no_grad():
         for size in (64, 512):
             assert train_net(torch.zeros(1, 1, size, size)).shape == (1, 2, size, size)
-    loss = parser("seg_train.json").get_parsed_content("loss")
+    loss = parser("seg_train").get_parsed_content("loss")
     assert type(loss).__name__ == "DiceCELoss"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.experiments.seg_grid import MARKER, Setting, format_table, pig_fold_datalist, summarise
+from scripts.experiments.seg_grid import MARKER, Setting, format_table, pig_fold_datalist, summarise_folds
 from scripts.seg.folds import fold_split
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
@@ -24,7 +24,7 @@ def test_summarise_and_format_mean_std_over_folds():
         1: {"real": {"dice": 0.7, "iou": 0.6, "precision": 0.8, "recall": 0.9}, "pig_r0.5": dict.fromkeys(
             ("dice", "iou", "precision", "recall"), 0.75)},
     }  # fmt: skip
-    rows = summarise(per_fold, settings)
+    rows = summarise_folds(per_fold, settings)
     assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5"]
     assert rows[0]["folds"] == 2
     assert rows[0]["dice_mean"] == pytest.approx(60.0) and rows[0]["dice_std"] == pytest.approx(math.sqrt(200.0))
@@ -34,7 +34,7 @@ def test_summarise_and_format_mean_std_over_folds():
     assert table[2] == "| real only | 2 | 60.00 ± 14.14 | 50.00 ± 14.14 | 70.00 ± 14.14 | 80.00 ± 14.14 |"
     assert table[3] == "| + PIG ×0.5 | 2 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 |"
     # One fold: the standard deviation is undefined and shown as a dash.
-    one = format_table(summarise({3: per_fold[0]}, settings[:1]))
+    one = format_table(summarise_folds({3: per_fold[0]}, settings[:1]))
     assert "| real only | 1 | 50.00 ± – | 40.00 ± – | 60.00 ± – | 70.00 ± – |" in one
 
 
@@ -80,7 +80,7 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     md = (work / "table.md").read_text(encoding="utf-8")
     assert "| real only | 2 |" in md and "| + PIG ×1 | 2 |" in md and '"pig_overrides"' in md
     config = json.loads((work / "config.json").read_text(encoding="utf-8"))
-    assert config["folds"] == [0, 1] and config["num_folds"] == 3 and "monai" in config["versions"]
+    assert config["folds"] == [0, 1] and config["num_folds"] == 3 and "monai" in config["versions"]["packages"]
     for fold in (0, 1):
         detail = config["folds_detail"][str(fold)]
         # Held-out patients as the segmentation training recorded them, independently of the runner's bookkeeping.

@@ -8,16 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from helpers import parser as config_parser
 
-from scripts.pig.writer import MANIFEST_FIELDS, pair_paths, write_manifest, write_pair
-from scripts.seg.synthetic import SYNTHETIC_KEY, SyntheticToRealRanged, read_manifest, synthetic_items
-
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+from scripts.common.writer import MANIFEST_FIELDS, pair_paths, read_manifest, write_manifest, write_pair
+from scripts.seg.synthetic import SYNTHETIC_KEY, SyntheticToRealRanged, synthetic_items
 
 
 def make_pig_folder(folder: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
-    """A PIG inference output folder as ``scripts.pig.sampling.generate_pairs`` writes it: n pairs + manifest.csv."""
+    """A PIG inference output folder as ``scripts.pig.generate_pairs`` writes it: n pairs + manifest.csv."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -106,8 +104,7 @@ def test_synthetic_images_are_mapped_to_the_real_range_labels_and_real_items_unt
 def test_training_config_pipeline_maps_synthetic_pairs(tmp_path):
     """The configured training preprocessing loads a PIG pair into [-1, 1] with its {0, 1} mask."""
     folder = make_pig_folder(tmp_path / "pig", n=1)
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "seg_train.json"), str(CONFIGS / "seg_smoke.json")])
+    parser = config_parser("seg_train", "seg_smoke.json")
     for key in ("flip_prob", "rotate_prob", "zoom_prob", "intensity_prob"):
         parser[key] = 0.0
     item = synthetic_items(str(folder))[0]
@@ -130,8 +127,7 @@ def fake_datalist():
 def test_synthetic_pairs_enter_the_training_set_only(tmp_path, request_):
     key, value, expected = request_
     folder = make_pig_folder(tmp_path / "pig", n=6)
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "seg_train.json"), str(CONFIGS / "seg_smoke.json")])
+    parser = config_parser("seg_train", "seg_smoke.json")
     parser["datalist"] = fake_datalist()
     parser["synthetic_dir"] = str(folder)
     parser[key] = value

@@ -1,25 +1,20 @@
 """End-to-end ``python -m monai.bundle run`` of the segmentation configs with ``seg_smoke.json``, from ``bundle/``."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import bundle_run
 from test_seg_synthetic import make_pig_folder
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 pytestmark = pytest.mark.slow
-CONFIGS = {
-    "training": "['configs/seg_train.json','configs/seg_smoke.json']",
-    "evaluating": "['configs/seg_train.json','configs/seg_evaluate.json','configs/seg_smoke.json']",
-    "inference": "['configs/seg_inference.json','configs/seg_smoke.json']",
-}
+#: run id → workflow config (``scripts.common.configs``).
+WORKFLOWS = {"training": "seg_train", "evaluating": "seg_evaluate", "inference": "seg_inference"}
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +23,8 @@ def seg_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("seg_cache")
 
 
-def seg_run(workflow: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", workflow, "--meta_file", "configs/seg_metadata.json",
-        "--config_file", CONFIGS[workflow], "--logging_file", "configs/logging.conf", *args,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+def seg_run(run_id: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return bundle_run(run_id, WORKFLOWS[run_id], *args, check=check)
 
 
 def train_and_evaluate(ckpt: Path, cache: Path, *data_args: str) -> tuple[dict, dict, str]:

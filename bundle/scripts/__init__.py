@@ -1,3 +1,12 @@
-"""Python the bundle configs import (``$import scripts``): data pipeline, PIG engines, downstream segmentation."""
+"""Python the bundle configs import (``$import scripts``): only what MONAI lacks, one package per concern.
 
-from . import data, pig, seg  # noqa: F401
+* :mod:`.common` — shared machinery: checkpoints, run guards and records, the pair writer, value ranges, config lists;
+* :mod:`.data` — the DBT data pipeline: readers and loaders, slice transforms, the cached slice set;
+* :mod:`.pig` — the method: paired DDIM sampling, the guider's and generator's training steps;
+* :mod:`.seg` — downstream mass segmentation: metrics, patient-wise folds, synthetic pairs;
+* :mod:`.baselines` — DDPM / DDIM, mask-concat and ControlNet generators;
+* :mod:`.evaluation` — FID/KID with named extractors, diversity, mask statistics, the report;
+* :mod:`.experiments` — resumable runners over the workflows (imported on demand, not here).
+"""
+
+from . import baselines, common, data, evaluation, pig, seg  # noqa: F401

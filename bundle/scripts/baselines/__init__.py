@@ -6,7 +6,7 @@
 * ``controlnet``: MONAI ``ControlNet`` on the frozen ``image`` model, the mask as its conditioning (ControlNet).
 
 The mask-conditional ones make images from training-set masks (paper Table 2's baselines). All write PIG's output
-layout (``scripts.pig.sampling.write_samples``).
+layout (``scripts.common.writer.write_samples``).
 """
 
 from . import inferer, masks, networks, prepare_batch, sampling  # noqa: F401

@@ -10,8 +10,7 @@ import torch
 from monai.inferers import ControlNetDiffusionInferer, DiffusionInferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 
-from scripts.pig.schedule import set_ddim_timesteps
-
+from ..pig import set_ddim_timesteps
 from .networks import check_choice
 
 __all__ = ["BaselineDiffusionInferer"]

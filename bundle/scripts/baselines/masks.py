@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage
 
+from ..common.value_range import mask_to_signed
+
 __all__ = ["MASK_LIST", "write_mask_list", "read_mask_list", "mask_indices", "load_condition_masks"]
 
 MASK_LIST = "train_masks.json"
@@ -107,5 +109,5 @@ def load_condition_masks(paths: Sequence[str], image_size: int) -> torch.Tensor:
         mask = torch.as_tensor(np.asarray(loader(path)), dtype=torch.float32)
         if tuple(mask.shape) != (image_size, image_size):
             raise ValueError(f"training mask {path} is {tuple(mask.shape)}, the model generates {image_size}²")
-        out.append(torch.where(mask > 0.5, 1.0, -1.0)[None])
+        out.append(mask_to_signed(mask)[None])
     return torch.stack(out)

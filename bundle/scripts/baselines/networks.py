@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from monai.networks.utils import copy_model_state
 
-from scripts.pig.checkpoint import load_weights
+from ..common.checkpoint import load_weights
 
 __all__ = ["GENERATOR_TYPES", "SAMPLERS", "check_choice", "load_frozen", "init_controlnet"]
 
@@ -34,7 +34,7 @@ def check_choice(generator_type: str, sampler: str | None = None) -> None:
 
 
 def load_frozen(network: torch.nn.Module, path: str, what: str, device: Any = "cpu") -> torch.nn.Module:
-    """Load trained weights strictly (``scripts.pig.checkpoint.load_weights``), move to ``device``, freeze.
+    """Load trained weights strictly (``scripts.common.checkpoint.load_weights``), move to ``device``, freeze.
 
     Frozen means eval mode and ``requires_grad_(False)``: the ControlNet baseline trains only the ControlNet, while
     gradients still flow *through* this model to the ControlNet's residuals.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from monai.engines import DiffusionPrepareBatch
 
-from scripts.pig.prepare_batch import PairedDiffusionPrepareBatch
+from ..pig import PairedDiffusionPrepareBatch
 
 __all__ = ["ImageDiffusionPrepareBatch"]
 
@@ -42,14 +42,7 @@ class ImageDiffusionPrepareBatch(PairedDiffusionPrepareBatch):
         super().__init__(num_train_timesteps, antithetic=antithetic, label_key=condition_name or "label", seed=seed)
         self.condition_name = condition_name
 
-    def __call__(
-        self,
-        batchdata: Mapping[str, torch.Tensor],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        for key in ("image", self.condition_name):
-            if key is not None and key not in batchdata:
-                raise KeyError(f"batch has no '{key}' entry (keys: {sorted(batchdata)})")
-        return DiffusionPrepareBatch.__call__(self, batchdata, device, non_blocking, **kwargs)
+    def __call__(self, batchdata: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any):
+        """MONAI's ``DiffusionPrepareBatch`` output for ``batchdata`` (see the class docstring)."""
+        self.check_keys(batchdata, [k for k in ("image", self.condition_name) if k is not None])
+        return DiffusionPrepareBatch.__call__(self, batchdata, *args, **kwargs)

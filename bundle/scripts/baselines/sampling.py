@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from scripts.pig.preview import save_pair_grid
-from scripts.pig.sampling import checkpoint_column, sample_noise, write_samples
-from scripts.pig.writer import MANIFEST_FIELDS
-
+from ..common.grid import free_png_path, save_pair_grid
+from ..common.value_range import image_to_unit, signed_to_mask
+from ..common.writer import MANIFEST_FIELDS, checkpoint_column, write_samples
+from ..pig import sample_noise
 from .inferer import BaselineDiffusionInferer
 from .masks import load_condition_masks, mask_indices
 
@@ -48,13 +47,13 @@ def sample_images(
         condition: (N, 1, S, S) masks in {-1, +1} for the mask-conditional baselines, else ``None``.
 
     Returns:
-        (N, 1, S, S) float32 on the CPU, ``(ŷ0 + 1) / 2`` clamped to [0, 1].
+        (N, 1, S, S) float32 on the CPU in [0, 1] (``image_to_unit(ŷ0)``).
     """
     y_T = torch.cat([sample_noise(seed, i, image_size)[1] for i in indices]).to(device)
     generators = [_step_generator(seed, i, device) for i in indices]
     cond = None if condition is None else condition.to(device)
     y0_hat = inferer.sample(y_T, network, cond, generators)
-    return ((y0_hat.float().clamp(-1, 1) + 1) / 2).cpu()
+    return image_to_unit(y0_hat.float()).cpu()
 
 
 def generate_samples(
@@ -123,7 +122,7 @@ def generate_samples(
         cond = load_condition_masks([m["label"] for m in chosen], image_size)
         images = sample_images(inferer, network, seed, index, image_size, cond, device)
         extras = [{"mask_case": m.get("case_id", ""), "mask_source": m["label"]} for m in chosen]
-        return images, (cond > 0).to(torch.uint8), extras
+        return images, signed_to_mask(cond), extras
 
     prefix = f"{inferer.generator_type}-{sampler}"
     fields = MANIFEST_FIELDS + BASELINE_FIELDS
@@ -154,10 +153,6 @@ def preview_baseline(
     if inferer.generator_type != "image":
         cond = load_condition_masks([masks[j]["label"] for j in mask_indices(seed, index, len(masks))], image_size)
     images = sample_images(inferer, network, seed, index, image_size, cond, device)[:, 0].numpy()
-    outlines = np.zeros_like(images) if cond is None else (cond[:, 0] > 0).numpy()
-    stem, ext = os.path.splitext(path)
-    k = 1
-    while os.path.exists(path):
-        path, k = f"{stem}_{k}{ext}", k + 1
+    outlines = np.zeros_like(images) if cond is None else signed_to_mask(cond[:, 0]).numpy()
     scale = max(1, 128 // image_size)
-    return save_pair_grid(list(images), list(outlines), path, columns=min(4, num_samples), scale=scale)
+    return save_pair_grid(list(images), list(outlines), free_png_path(path), columns=min(4, num_samples), scale=scale)

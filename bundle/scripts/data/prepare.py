@@ -1,19 +1,26 @@
 """Turn ``dataset_dir`` into a cached set of prepared 2-D slice pairs and a patient-wise train/validation datalist.
 
-Per case (:class:`~scripts.data.case.Case`, from the phantom, the Duke box table or the folder layout):
+Per case (:class:`~scripts.data.case.Case`, from the phantom, the Duke box table or the folder layout), with the
+slice transforms' dictionary versions:
 
-1. laterality: image and mask volumes flipped together so the breast lies on the left (:class:`NormalizeLaterality`,
-   using ``Case.breast_side`` or intensity detection on the mean projection);
-2. slice selection (:func:`select_lesion_slices`);
-3. per kept slice: breast crop (:func:`breast_bbox`, never cutting the lesion), percentile window to [-1, 1]
-   (:class:`PercentileWindow`), then the square output: ``crop_mode="slice"`` (:func:`square_slice`) or ``"patch"``
-   (:func:`lesion_patch` per lesion component × ``patches_per_lesion``; :func:`background_patch` on lesion-free
-   slices).
+1. laterality: image and mask volumes flipped together so the breast lies on the left
+   (:class:`~.laterality.NormalizeLateralityd`, from ``Case.breast_side`` or intensity detection);
+2. slice selection (:func:`~.selection.select_lesion_slices`);
+3. per kept slice: breast crop (:class:`~.crops.CropBreastRegiond`, never cutting the lesion), percentile window to
+   [-1, 1] (:class:`~.intensity.PercentileWindowd`), then the square outputs (:func:`~.crops.square_outputs`:
+   ``crop_mode="slice"`` whole breast, ``"patch"`` lesion-centred windows).
 
 Outputs are 2-D NIfTI files (image float32 ``(n, n)`` in [-1, 1], label uint8 ``(n, n)`` in {0, 1}, affine
 ``diag(row_mm, col_mm, 1, 1)``) under ``cache_dir/<key>/`` with ``datalist.json``; ``key`` hashes every parameter
 and the input file list (names, sizes, mtimes), so a changed input or setting gives a new folder and an unchanged one
 is reused as is. Nothing is ever written under ``dataset_dir``.
+
+Every item records how it was cut from its source slice ``slice_index`` (shape ``source_shape`` = ``[H, W]``):
+``flipped`` (columns reversed first), ``crop_bbox`` ``[r0, r1, c0, c1]`` (the breast box in the flipped slice),
+``window`` ``[r0, c0, side]`` (the square in crop coordinates, possibly beyond the crop: padded) and ``scale``
+(``side / image_size``, source pixels per output pixel). Output pixel ``(i, j)`` comes from the flipped slice's
+``(crop r0 + window r0 + (i + 0.5) scale - 0.5, crop c0 + window c0 + (j + 0.5) scale - 0.5)``; unflip a column
+``c`` as ``W - 1 - c``.
 """
 
 from __future__ import annotations
@@ -30,27 +37,28 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from .case import Case, DataError
+from .crops import CROP_MODES, CropBreastRegiond, square_outputs
 from .folder import is_folder_layout, load_folder_cases
-from .transforms import (
-    NormalizeLaterality,
-    PercentileWindow,
-    background_patch,
-    breast_bbox,
-    lesion_patch,
-    select_lesion_slices,
-    square_slice,
-)
+from .intensity import PercentileWindowd
+from .laterality import NormalizeLateralityd
+from .selection import select_lesion_slices
 
-__all__ = ["PIPELINE_VERSION", "CROP_MODES", "discover_cases", "input_fingerprint", "split_patients", "prepare_dataset"]
+__all__ = [
+    "PIPELINE_VERSION",
+    "discover_cases",
+    "input_fingerprint",
+    "split_patients",
+    "read_datalist",
+    "prepare_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
-#: bump when the preparation code changes its output, so that old caches are not reused.
-PIPELINE_VERSION = 1
-CROP_MODES = ("slice", "patch")
+#: bump when the preparation code changes its output, so that old caches are not reused (2: items record their
+#: flip, crop box, window and scale).
+PIPELINE_VERSION = 2
 
 
 def _format(dataset_dir: str | None) -> str:
@@ -129,55 +137,34 @@ def _save(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
     nib.save(nib.Nifti1Image(array, np.diag([spacing[0], spacing[1], 1.0, 1.0])), str(path))
 
 
-def _outputs(img, lab, slice_lesion, spacing, crop_mode, image_size, params, rng):
-    """Square ``(image, label, spacing)`` outputs of one windowed, breast-cropped slice."""
-    if crop_mode == "slice":
-        return [square_slice(img, lab, image_size, spacing)]
-    outs = []
-    if slice_lesion:
-        components, n = ndimage.label(lab > 0)
-        boxes = ndimage.find_objects(components)
-        for box in boxes[:n]:
-            rbox = (box[0].start, box[0].stop, box[1].start, box[1].stop)
-            for _ in range(params["patches_per_lesion"]):
-                outs.append(
-                    lesion_patch(
-                        img, lab, image_size, spacing, rbox, params["context_factor"], params["jitter"],
-                        params["min_patch_size"], rng,
-                    )
-                )  # fmt: skip
-    else:
-        for _ in range(params["patches_per_lesion"]):
-            outs.append(background_patch(img, lab, image_size, spacing, params["min_patch_size"], rng))
-    return outs
-
-
 def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Generator, counts: Counter) -> list[dict]:
     """Write the prepared slices of one case into ``out_dir``; returns their datalist items (relative paths)."""
-    lat = NormalizeLaterality()
-    flip = lat.needs_flip(case.image, case.breast_side)
-    image, label = lat.flip(case.image, flip), lat.flip(case.label, flip)
+    volume = NormalizeLateralityd(keys=("image", "label"))(
+        {"image": case.image, "label": case.label, "breast_side": case.breast_side}
+    )
+    image, label, flip = volume["image"], volume["label"], volume["flipped"]
     keep = select_lesion_slices(
         label, params["min_lesion_area"], params["neighbour_slices"], params["lesion_free_fraction"], rng
     )
     counts["slices_seen"] += image.shape[0]
-    window = PercentileWindow(*params["window_percentiles"])
+    crop = CropBreastRegiond(keys=("image", "label"))
+    lower, upper = params["window_percentiles"]
+    window = PercentileWindowd(keys="image", lower=lower, upper=upper)
     items = []
     for s in keep:
-        lab = label[s]
         try:
-            box = breast_bbox(image[s], lab)
-            img = image[s][box[0] : box[1], box[2] : box[3]]
-            lab = lab[box[0] : box[1], box[2] : box[3]]
-            img = window(img)
+            sl = window(crop({"image": image[s], "label": label[s]}))
         except DataError as err:
             logger.warning("%s, slice %d skipped: %s", case.source or case.case_id, s, err)
             counts["skipped_constant_slice"] += 1
             continue
+        img, lab = sl["image"], sl["label"]
         had_lesion = bool(lab.any())
-        outputs = _outputs(img, lab, had_lesion, case.spacing[1:], params["crop_mode"], params["image_size"], params,
-                           rng)  # fmt: skip
-        for j, (out_img, out_lab, spacing) in enumerate(outputs):
+        outputs = square_outputs(
+            img, lab, params["image_size"], case.spacing[1:], params["crop_mode"], params["patches_per_lesion"],
+            params["context_factor"], params["jitter"], params["min_patch_size"], rng,
+        )  # fmt: skip
+        for j, (out_img, out_lab, spacing, win) in enumerate(outputs):
             if had_lesion and not out_lab.any():  # lesion thinner than an output pixel: the pair would lie
                 logger.warning(
                     "%s, slice %d skipped: the lesion vanishes when resized to %d px (increase image_size or use "
@@ -202,6 +189,10 @@ def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Genera
                     "source": case.source,
                     "spacing_mm": [float(spacing[0]), float(spacing[1])],
                     "flipped": bool(flip),
+                    "source_shape": [int(n) for n in image.shape[1:]],
+                    "crop_bbox": [int(v) for v in sl["crop_bbox"]],
+                    "window": [int(v) for v in win],
+                    "scale": float(win[2]) / float(params["image_size"]),
                 }
             )
     counts["slices_kept"] += len(keep)
@@ -213,6 +204,16 @@ def _absolute(datalist: dict, folder: Path) -> dict:
     for split in ("train", "validation"):
         out[split] = [dict(it, image=str(folder / it["image"]), label=str(folder / it["label"])) for it in out[split]]
     return out
+
+
+def read_datalist(path: str | Path) -> dict:
+    """A prepared set's ``<cache>/<key>/datalist.json`` as :func:`prepare_dataset` returns it (absolute paths).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = Path(path).resolve()
+    return _absolute(json.loads(path.read_text(encoding="utf-8")), path.parent)
 
 
 def prepare_dataset(

@@ -66,6 +66,10 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> dict:
     }
 
 
+# KID is computed here rather than by a library: torch-fidelity's ``kid_features_to_metric`` does the same sums on
+# features, but torch-fidelity is an optional dependency (it imports torchvision at import time) and draws its subsets
+# with numpy's legacy ``RandomState``; torchmetrics' ``KernelInceptionDistance`` takes images through its own extractor
+# and draws subsets from torch's global generator. A test checks these sums against torch-fidelity's on whole sets.
 def _poly_kernel(x: torch.Tensor, y: torch.Tensor, degree: int, gamma: float, coef0: float) -> torch.Tensor:
     return (gamma * x @ y.T + coef0) ** degree
 

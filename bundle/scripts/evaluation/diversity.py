@@ -2,7 +2,7 @@
 
 High values mean similar members (mode collapse shows as generated values well above the real set's). The number of
 pairs grows as N²/2, so at most ``max_pairs`` pairs are used: all of them when there are fewer, otherwise a seeded
-uniform random subset of the unordered pairs (:func:`sample_pairs`); the report states which.
+uniform random subset of the unordered pairs (:func:`index_pairs`); the report states which.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from monai.metrics import MultiScaleSSIMMetric
 
 from ..seg.metrics import lesion_metrics
 
-__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim_settings", "sample_pairs", "pairwise_ms_ssim", "pairwise_dice"]
+__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim_settings", "index_pairs", "pairwise_ms_ssim", "pairwise_dice"]
 
 #: Wang et al. 2003's five scale weights, MONAI's ``MultiScaleSSIMMetric`` default (finest scale first).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -51,7 +51,7 @@ def ms_ssim_settings(image_size: int, kernel_size: int = 11, kernel_sigma: float
     return {"weights": tuple(float(x) for x in w / w.sum()), "kernel_size": int(k), "kernel_sigma": sigma, "scales": n}
 
 
-def sample_pairs(n: int, max_pairs: int, seed: int = 0) -> tuple[np.ndarray, bool]:
+def index_pairs(n: int, max_pairs: int, seed: int = 0) -> tuple[np.ndarray, bool]:
     """Unordered index pairs ``(i, j)``, ``i < j < n``: all of them, or ``max_pairs`` drawn without replacement.
 
     Returns:
@@ -83,7 +83,7 @@ def pairwise_ms_ssim(
 
     Args:
         images: (N, 1, H, W) float in [0, 1].
-        max_pairs, seed: pair cap and seed (:func:`sample_pairs`).
+        max_pairs, seed: pair cap and seed (:func:`index_pairs`).
         settings: :func:`ms_ssim_settings` output (default: computed for the smaller image side).
 
     Returns:
@@ -102,7 +102,7 @@ def pairwise_ms_ssim(
         weights=settings["weights"],
         reduction="none",
     )
-    pairs, subsampled = sample_pairs(n, max_pairs, seed)
+    pairs, subsampled = index_pairs(n, max_pairs, seed)
     vals = []
     for s in range(0, len(pairs), batch_size):
         p = torch.as_tensor(pairs[s : s + batch_size])
@@ -124,7 +124,7 @@ def pairwise_dice(masks: torch.Tensor, max_pairs: int = 1000, seed: int = 0) -> 
     n = masks.shape[0]
     if n < 2:
         return None
-    pairs, subsampled = sample_pairs(n, max_pairs, seed)
+    pairs, subsampled = index_pairs(n, max_pairs, seed)
     p = torch.as_tensor(pairs)
     dice = lesion_metrics(masks[p[:, 0]], masks[p[:, 1]])["dice"]
     return _summary(dice.double(), pairs, subsampled, n)

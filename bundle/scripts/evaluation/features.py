@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet, resnet18, resnet50
 from monai.networks.nets.resnet import ResNet
 
-from ..pig.checkpoint import file_sha256
+from ..common.checkpoint import file_sha256, load_weights
+from ..common.value_range import unit_to_image
 
 __all__ = [
     "EXTRACTORS",
@@ -95,7 +96,7 @@ def _check_images(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected gray images of shape (N, 1, H, W), got {tuple(images.shape)}")
     if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
-        raise ValueError("images must be finite and in [0, 1] (map [-1, 1] slices with (x + 1) / 2 first)")
+        raise ValueError("images must be finite and in [0, 1] (map [-1, 1] slices with image_to_unit first)")
     return images.float()
 
 
@@ -382,11 +383,11 @@ def seg_unet_encoder(
         "seg_model.pt",
         "train it on real data with configs/seg_train.json; it is written to <ckpt_dir>/seg_model.pt",
     )
-    seg_network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    load_weights(seg_network, path, "segmentation model")
     size = int(image_size)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        return _resize(x, size) * 2.0 - 1.0
+        return unit_to_image(_resize(x, size))
 
     return FeatureExtractor(
         "seg_unet_encoder",

@@ -1,7 +1,7 @@
 """Lesion-mask statistics and their real-vs-generated distribution distances.
 
 Per mask: lesion area (pixels, and mm² from the pixel spacing), number of 8-connected components
-(``scipy.ndimage.label``, as ``scripts.pig.pair_stats``) and the eccentricity of the largest component. Per set:
+(``scipy.ndimage.label``; :mod:`.pair_stats` uses these) and the eccentricity of the largest component. Per set:
 mean and std; between sets: the 1-D Wasserstein distance of each statistic (``scipy.stats.wasserstein_distance``,
 in the statistic's own unit — px, mm², components, or unitless for eccentricity).
 """

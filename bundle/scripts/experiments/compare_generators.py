@@ -40,10 +40,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from scripts.common.checkpoint import file_sha256
+from scripts.common.configs import config_files, meta_file
+from scripts.common.runinfo import environment
 from scripts.evaluation.report import SMALL_SAMPLE_NOTE
 from scripts.experiments import stages as st
 from scripts.experiments.seg_grid import DUKE_NOTE
-from scripts.pig.checkpoint import file_sha256
 
 __all__ = ["GENERATORS", "COLUMNS", "parse_args", "table_rows", "format_table", "write_outputs", "main"]
 
@@ -119,16 +121,16 @@ def _abs(path: str | None) -> str | None:
 
 def _run_all(args: argparse.Namespace, work: Path) -> dict:
     """Stages 1–3; returns ``{"stages": {name: marker}, "checkpoints": {...}, "steps": {...}, "metrics": {...}}``."""
-    overlay = [st.config_path(args.overlay)] if args.overlay else []
-    meta = st.config_path("configs/metadata.json")
+    overlay = [args.overlay] if args.overlay else []
+    meta = meta_file("train")
     common = {**args.overrides, "dataset_dir": _abs(args.dataset_dir), "cache_dir": _abs(args.cache_dir),
               "seed": args.seed}  # fmt: skip
-    files = {name: [st.config_path(f"configs/{name}.json"), *overlay]
+    files = {name: config_files(name, overlay)
              for name in ("train", "inference", "baseline_train", "baseline_inference", "evaluate")}  # fmt: skip
-    T = st.resolve_config(files["baseline_inference"], common, ["num_train_timesteps"])["num_train_timesteps"]
-    ddim = (
-        args.ddim_steps or st.resolve_config(files["inference"], common, ["num_inference_steps"])["num_inference_steps"]
-    )
+    T = st.resolve_config("baseline_inference", overlay, common, ["num_train_timesteps"])["num_train_timesteps"]
+    ddim = args.ddim_steps or st.resolve_config("inference", overlay, common, ["num_inference_steps"])[
+        "num_inference_steps"
+    ]
     stages, ckpts = {}, {}
 
     def stage(name, workflow, cfg, ov, resume=False):
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "checkpoints_sha256": run["checkpoints"],
         "stages": {k: {"seconds": v["seconds"], "finished": v["finished"], "command": v.get("command")}
                    for k, v in run["stages"].items()},
-        "versions": st.versions(), "seconds_this_invocation": round(time.monotonic() - start, 1), "rows": rows,
+        "versions": environment(), "seconds_this_invocation": round(time.monotonic() - start, 1), "rows": rows,
     }  # fmt: skip
     paths = write_outputs(work, rows, config)
     logger.info("table written to %s\n%s", paths["table_md"], format_table(rows))

@@ -51,19 +51,19 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.common.checkpoint import file_sha256
+from scripts.common.configs import config_files, data_ids, meta_file
+from scripts.common.runinfo import environment
 from scripts.data.prepare import prepare_dataset
 from scripts.experiments.stages import (
     BUNDLE_ROOT,
     MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
-    config_path,
     free_names,
     json_dict,
     resolve_config,
     run_stage,
-    versions,
     write_json,
 )
-from scripts.pig.checkpoint import file_sha256
 from scripts.seg.folds import fold_split
 from scripts.seg.metrics import METRICS
 
@@ -74,28 +74,16 @@ __all__ = [
     "resolve_config",
     "pig_fold_datalist",
     "run_stage",
-    "summarise",
+    "summarise_folds",
     "format_table",
     "main",
 ]
 
 logger = logging.getLogger("seg_grid")
 
-#: ids of ``prepare_dataset`` shared by ``train.json`` and ``seg_train.json``; the seg runs get PIG's values.
-DATA_IDS = (
-    "image_size",
-    "crop_mode",
-    "min_lesion_area",
-    "neighbour_slices",
-    "lesion_free_fraction",
-    "context_factor",
-    "jitter",
-    "min_patch_size",
-    "patches_per_lesion",
-    "val_fraction",
-    "phantom_cases",
-    "include_architectural_distortion",
-)
+#: the data layer's slice-pipeline ids (``configs/data.json``), shared by ``train.json`` and ``seg_train.json``; the seg
+#: runs get PIG's values.
+DATA_IDS = data_ids()
 DUKE_NOTE = (
     "The Duke reference masks are ellipses inscribed in the radiologists' bounding boxes, not lesion outlines, so "
     "these Dice/IoU values measure agreement with box-shaped approximations."
@@ -292,7 +280,7 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
 # ---------------------------------------------------------------- table
 
 
-def summarise(per_fold: dict[int, dict[str, dict[str, float]]], settings: Sequence[Setting]) -> list[dict]:
+def summarise_folds(per_fold: dict[int, dict[str, dict[str, float]]], settings: Sequence[Setting]) -> list[dict]:
     """Mean and sample standard deviation (ddof = 1) over folds, in %, per setting and metric.
 
     Args:
@@ -320,7 +308,7 @@ def _pm(mean: float, std: float) -> str:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown table of :func:`summarise` rows: Dice, IoU, precision, recall as ``mean ± std`` (%)."""
+    """Markdown table of :func:`summarise_folds` rows: Dice, IoU, precision, recall as ``mean ± std`` (%)."""
     head = "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) |"
     lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
@@ -375,34 +363,28 @@ def _settings(args: argparse.Namespace) -> list[Setting]:
 
 def _context(args: argparse.Namespace) -> dict:
     """Config files, shared overlays and the prepared datalist; ValueError when seg data ids contradict PIG's."""
-    pig_overlay = [config_path(args.pig_overlay)] if args.pig_overlay else []
-    seg_overlay = [config_path(args.seg_overlay)] if args.seg_overlay else []
+    pig_overlay = [args.pig_overlay] if args.pig_overlay else []
+    seg_overlay = [args.seg_overlay] if args.seg_overlay else []
     cache_dir = str(Path(args.cache_dir).resolve())
     dataset_dir = str(Path(args.dataset_dir).resolve()) if args.dataset_dir else None
     pig_common = {**args.pig_overrides, "dataset_dir": dataset_dir, "cache_dir": cache_dir, "seed": args.seed}
-    pig_train_files = [config_path("configs/train.json"), *pig_overlay]
-    data = resolve_config(pig_train_files, pig_common, DATA_IDS)
+    data = resolve_config("train", pig_overlay, pig_common, DATA_IDS)
     for k, v in args.seg_overrides.items():
         if k in data and v != data[k]:
             raise ValueError(f"--seg_overrides {k}={v!r} differs from the PIG config's {data[k]!r}; the segmentation "
                              "data must be prepared as PIG's (set it in --pig_overrides)")  # fmt: skip
-    seg_train_files = [config_path("configs/seg_train.json"), *seg_overlay]
     # Pinned in every seg overlay, so the runner's fold_split (PIG datalist, n_real_train) matches the seg runs'.
-    inner = resolve_config(seg_train_files, args.seg_overrides, ["inner_val_fraction"])
+    inner = resolve_config("seg_train", seg_overlay, args.seg_overrides, ["inner_val_fraction"])
     seg_common = {**args.seg_overrides, **data, "dataset_dir": dataset_dir, "cache_dir": cache_dir,
                   "seed": args.seed, "fold_seed": args.seed, "num_folds": args.num_folds, **inner}  # fmt: skip
     datalist = prepare_dataset(dataset_dir, cache_dir, seed=args.seed, **data)
     return {
-        "pig_meta": config_path("configs/metadata.json"),
-        "seg_meta": config_path("configs/seg_metadata.json"),
-        "pig_train_files": pig_train_files,
-        "pig_infer_files": [config_path("configs/inference.json"), *pig_overlay],
-        "seg_train_files": seg_train_files,
-        "seg_eval_files": [
-            config_path("configs/seg_train.json"),
-            config_path("configs/seg_evaluate.json"),
-            *seg_overlay,
-        ],  # fmt: skip
+        "pig_meta": meta_file("train"),
+        "seg_meta": meta_file("seg_train"),
+        "pig_train_files": config_files("train", pig_overlay),
+        "pig_infer_files": config_files("inference", pig_overlay),
+        "seg_train_files": config_files("seg_train", seg_overlay),
+        "seg_eval_files": config_files("seg_evaluate", seg_overlay),
         "pig_common": pig_common,
         "seg_common": seg_common,
         "data": data,
@@ -421,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     ctx = _context(args)
     start = time.monotonic()
     folds = {f: run_fold(args, f, settings, ctx) for f in args.folds}
-    rows = summarise({f: d["metrics"] for f, d in folds.items()}, settings)
+    rows = summarise_folds({f: d["metrics"] for f, d in folds.items()}, settings)
     fmt = (ctx["datalist"].get("params") or {}).get("format")
     config = {
         "command": shlex.join([sys.executable, "-m", "scripts.experiments.seg_grid", *argv]),
@@ -447,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "pig_common_overlay": ctx["pig_common"],
         "seg_common_overlay": ctx["seg_common"],
         "data_ids_from_pig": ctx["data"],
-        "versions": versions(),
+        "versions": environment(),
         "seconds_this_invocation": round(time.monotonic() - start, 1),
         "folds_detail": {str(f): d for f, d in folds.items()},
         "rows": rows,

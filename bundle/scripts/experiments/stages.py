@@ -12,45 +12,32 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
+
+from scripts.common.configs import BUNDLE_ROOT, merged_config
 
 __all__ = [
     "BUNDLE_ROOT",
     "MARKER",
     "OVERLAY",
-    "PACKAGES",
-    "config_path",
     "json_dict",
     "resolve_config",
     "write_json",
     "overlay_hash",
     "run_stage",
     "free_names",
-    "versions",
 ]
 
 logger = logging.getLogger("experiments")
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 MARKER = "stage_complete.json"
 OVERLAY = "grid_overlay.json"
-PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "pandas", "scipy", "pydicom", "SimpleITK")
-
-
-def config_path(path: str) -> str:
-    """Absolute path of a config file, relative names taken from ``bundle/``; FileNotFoundError names it."""
-    full = Path(path) if Path(path).is_absolute() else BUNDLE_ROOT / path
-    if not full.is_file():
-        raise FileNotFoundError(f"config file {full} not found")
-    return str(full)
 
 
 def json_dict(text: str) -> dict:
@@ -66,16 +53,18 @@ def json_dict(text: str) -> dict:
     return value
 
 
-def resolve_config(files: Sequence[str], overrides: dict, ids: Sequence[str]) -> dict:
-    """Values of ``ids`` in the merged config ``files`` + ``overrides`` (as ``monai.bundle run`` would merge them).
+def resolve_config(
+    workflow: str, overlays: Sequence[str], overrides: Mapping[str, object], ids: Sequence[str]
+) -> dict:
+    """Values of ``ids`` in ``workflow``'s merged configs + ``overlays`` + ``overrides`` (as ``monai.bundle run``
+    would merge them; ``scripts.common.configs.merged_config``).
 
     Raises:
-        KeyError: an id is missing from the merged config.
+        KeyError: an id is missing from the merged config, or an unknown ``workflow``.
     """
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser(ConfigParser.load_config_files(list(files)))
-    parser.update(dict(overrides))
+    parser = ConfigParser(merged_config(workflow, overlays, overrides))
     return {i: parser.get_parsed_content(i) for i in ids}
 
 
@@ -87,8 +76,8 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-
 def overlay_hash(files: Sequence[str], overlay: dict, workflow: str) -> str:
+    """SHA-256 of a stage's config file list, overlay and run id: what its completion marker must match."""
     blob = json.dumps({"files": list(files), "overlay": overlay, "workflow": workflow}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -166,7 +155,6 @@ def run_stage(
     return done
 
 
-
 def free_names(work_dir: Path, names: Sequence[str]) -> list[Path]:
     """``work_dir/<name>`` for each of ``names``, or ``<stem>_<timestamp><suffix>`` for all when the first exists.
 
@@ -179,19 +167,3 @@ def free_names(work_dir: Path, names: Sequence[str]) -> list[Path]:
         paths = [work_dir / f"{Path(n).stem}_{ts}{Path(n).suffix}" for n in names]
         if not any(p.exists() for p in paths):
             return paths
-
-
-def versions(packages: Sequence[str] = PACKAGES) -> dict:
-    """Python, platform, the installed versions of ``packages`` and the bundle's git commit (when in a checkout)."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in packages:
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BUNDLE_ROOT, capture_output=True,
-                                           text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out

@@ -17,7 +17,8 @@ __all__ = ["PairedDDIMInferer"]
 class PairedDDIMInferer(Inferer):
     """Generate (mask, image) pairs from noise with a diffusion guider and a conditional generator.
 
-    For each timestep t of the stride-consistent DDIM schedule (``scripts.pig.schedule.set_ddim_timesteps``):
+    For each timestep t of the stride-consistent DDIM schedule (:func:`~.schedule.set_ddim_timesteps`),
+    :meth:`sample` runs:
 
     1. ``eps_x = guider([x_t, y_t], t)``; ``x_prev, x̂0 = scheduler.step(eps_x, t, x_t)`` (eta = 0);
     2. ``c = binarize_mask(x̂0)`` if ``binarize_x0`` else ``x̂0`` (authors' code binarises; training used the
@@ -62,14 +63,14 @@ class PairedDDIMInferer(Inferer):
         return binarize_mask(x0_hat, self.binarize_kernel_size, self.binarize_max_weight)
 
     @torch.no_grad()
-    def __call__(  # type: ignore[override]
+    def sample(
         self,
         x_T: torch.Tensor,
         y_T: torch.Tensor,
         guider: Callable[..., torch.Tensor],
         generator: Callable[..., torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the paired reverse process.
+        """Run the paired reverse process (MONAI's inferer convention: ``sample`` samples).
 
         Args:
             x_T: (B, 1, H, W) initial mask noise, N(0, I).
@@ -88,13 +89,21 @@ class PairedDDIMInferer(Inferer):
             raise ValueError(
                 f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}"
             )
-        x_t, y_t = x_T, y_T
+        x_t, y_t = x_T, y_T  # x_T, y_T ~ N(0, I)
         x0_hat = y0_hat = None
-        for t in self.scheduler.timesteps:
+        for t in self.scheduler.timesteps:  # t = T_n, ..., T_1 of the DDIM schedule; "t-1" is the next one
             t_batch = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+            # step 1: eps_x = model_x([x_t, y_t], t); x̂0 and x_{t-1} by the DDIM update (eta = 0)
             eps_x = guider(torch.cat([x_t, y_t], dim=1), t_batch)
             x_prev, x0_hat = self.scheduler.step(eps_x, int(t), x_t)
-            eps_y = generator(torch.cat([y_t, self.condition(x0_hat)], dim=1), t_batch)
+            # step 2: the generator's condition, binarised x̂0 (authors' code) or x̂0 itself
+            condition = self.condition(x0_hat)
+            # step 3: eps_y = model_y([y_t, x̂0], t); ŷ0 and y_{t-1} by the same update
+            eps_y = generator(torch.cat([y_t, condition], dim=1), t_batch)
             y_prev, y0_hat = self.scheduler.step(eps_y, int(t), y_t)
             x_t, y_t = x_prev, y_prev
-        return x0_hat, y0_hat
+        return x0_hat, y0_hat  # (x̂0, ŷ0) of the last step: the generated (mask, slice) pair
+
+    def __call__(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Same as :meth:`sample` (PIG has no training pass through its inferer)."""
+        return self.sample(*args, **kwargs)

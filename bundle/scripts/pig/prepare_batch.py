@@ -75,6 +75,13 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
             t = torch.cat([t, self.num_train_timesteps - 1 - t])[:batch]
         return t.long().to(images.device)
 
+    @staticmethod
+    def check_keys(batchdata: Mapping[str, torch.Tensor], keys) -> None:
+        """KeyError naming the first of ``keys`` missing from the batch (and the keys it has)."""
+        for key in keys:
+            if key not in batchdata:
+                raise KeyError(f"batch has no '{key}' entry (keys: {sorted(batchdata)})")
+
     def __call__(
         self,
         batchdata: Mapping[str, torch.Tensor],
@@ -82,9 +89,7 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        for key in (self.image_key, self.label_key):
-            if key not in batchdata:
-                raise KeyError(f"batch has no '{key}' entry (keys: {sorted(batchdata)})")
+        self.check_keys(batchdata, (self.image_key, self.label_key))
         x0 = torch.as_tensor(batchdata[self.label_key])
         y0 = torch.as_tensor(batchdata[self.image_key])
         if x0.shape != y0.shape:

@@ -1,21 +1,21 @@
-"""The ``inference`` workflow body: seeded batches of paired DDIM samples written as NIfTI + manifest."""
+"""PIG's sampling workflows: seeded paired DDIM samples, written as NIfTI + manifest (``inference``) or as the
+PNG preview at the end of ``training``."""
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import file_sha256
+from ..common.checkpoint import load_weights
+from ..common.grid import free_png_path, save_pair_grid
+from ..common.value_range import image_to_unit, signed_to_mask
+from ..common.writer import checkpoint_column, write_samples
 from .inferer import PairedDDIMInferer
-from .writer import MANIFEST_FIELDS, check_free, pair_paths, write_manifest, write_pair
 
-__all__ = ["sample_noise", "sample_pairs", "checkpoint_column", "write_samples", "generate_pairs"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["sample_noise", "sample_pairs", "generate_pairs", "preview_samples"]
 
 
 def sample_noise(seed: int, index: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,91 +43,14 @@ def sample_pairs(
     """Sample the pairs ``indices`` of run ``seed`` in one batch.
 
     Returns:
-        ``(images, masks)`` on the CPU: (N, 1, S, S) float32 slices in [0, 1] (``(ŷ0 + 1) / 2``) and (N, 1, S, S)
-        uint8 masks, 1 where x̂0 > 0 (the midpoint of the {-1, +1} mask convention).
+        ``(images, masks)`` on the CPU: (N, 1, S, S) float32 slices in [0, 1] (``image_to_unit(ŷ0)``) and
+        (N, 1, S, S) uint8 masks, 1 where x̂0 > 0 (``signed_to_mask``: the midpoint of the {-1, +1} convention).
     """
     noise = [sample_noise(seed, i, image_size) for i in indices]
     x_T = torch.cat([n[0] for n in noise]).to(device)
     y_T = torch.cat([n[1] for n in noise]).to(device)
-    x0_hat, y0_hat = inferer(x_T, y_T, guider, generator)
-    images = ((y0_hat.float().clamp(-1, 1) + 1) / 2).cpu()
-    masks = (x0_hat.float() > 0).to(torch.uint8).cpu()
-    return images, masks
-
-
-def checkpoint_column(path: str) -> str:
-    """Manifest entry for a weight file: ``<file name>:sha256=<first 16 hex digits of its SHA-256>``."""
-    return f"{os.path.basename(path)}:sha256={file_sha256(path)[:16]}"
-
-
-def write_samples(
-    sample_batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None, list[dict] | None]],
-    num_samples: int,
-    batch_size: int,
-    seed: int,
-    output_dir: str,
-    spacing_mm: Sequence[float] = (1.0, 1.0),
-    id_prefix: str = "pig",
-    columns: Mapping[str, object] | None = None,
-    fields: Sequence[str] = MANIFEST_FIELDS,
-    with_masks: bool = True,
-) -> list[dict]:
-    """Sample in batches and write every sample plus ``manifest.csv`` into ``output_dir`` (any generator).
-
-    Ids are ``<id_prefix>-s<seed>-<index:05d>``; every target file is checked before the first write. Manifest rows:
-    ``id, image, label, seed, sample_index, lesion_area_px``, then ``columns`` (the same for every row, e.g.
-    checkpoint hashes) and the per-sample extras returned by ``sample_batch``. Without masks (image-only
-    generators) no label file is written and ``label`` / ``lesion_area_px`` are empty strings.
-
-    Args:
-        sample_batch: ``indices -> (images, masks, extras)``: (N, 1, S, S) float images in [0, 1], (N, 1, S, S)
-            uint8 {0, 1} masks or ``None``, and N per-row dicts of extra columns or ``None``.
-        num_samples: number of samples (>= 1).
-        batch_size: samples per ``sample_batch`` call (>= 1).
-        seed: run seed, written in every row and in the ids.
-        output_dir: destination folder (created if missing).
-        spacing_mm: (row, column) pixel spacing for the NIfTI affine.
-        id_prefix: first part of the ids (``pig``, ``ddim``, ``concat``...).
-        columns: constant extra columns.
-        fields: manifest columns, in order (must hold every key written).
-        with_masks: whether ``sample_batch`` returns masks (decides which files are checked before writing).
-
-    Returns:
-        The manifest rows.
-
-    Raises:
-        ValueError: ``num_samples`` or ``batch_size`` < 1.
-        FileExistsError: a target file or ``manifest.csv`` exists already (nothing is written).
-    """
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
-    ids = [f"{id_prefix}-s{seed}-{i:05d}" for i in range(num_samples)]
-    manifest = os.path.join(output_dir, "manifest.csv")
-    targets = [p for sid in ids for p in pair_paths(output_dir, sid)[: 2 if with_masks else 1]] + [manifest]
-    check_free(targets)
-    rows = []
-    for start in range(0, num_samples, batch_size):
-        index = list(range(start, min(start + batch_size, num_samples)))
-        images, labels, extras = sample_batch(index)
-        for k, i in enumerate(index):
-            image_path, label_path = pair_paths(output_dir, ids[i])
-            label = None if labels is None else labels[k]
-            write_pair(images[k], label, image_path, label_path, spacing_mm)
-            rows.append(
-                {
-                    "id": ids[i],
-                    "image": os.path.basename(image_path),
-                    "label": "" if label is None else os.path.basename(label_path),
-                    "seed": seed,
-                    "sample_index": i,
-                    "lesion_area_px": "" if label is None else int(label.sum()),
-                    **(columns or {}),
-                    **(extras[k] if extras else {}),
-                }
-            )
-        logger.info(f"generated {len(rows)}/{num_samples} samples")
-    write_manifest(manifest, rows, fields)
-    return rows
+    x0_hat, y0_hat = inferer.sample(x_T, y_T, guider, generator)
+    return image_to_unit(y0_hat.float()).cpu(), signed_to_mask(x0_hat).cpu()
 
 
 def generate_pairs(
@@ -180,3 +103,31 @@ def generate_pairs(
 
     columns = {"guider": ckpt[0], "generator": ckpt[1]}
     return write_samples(batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns)
+
+
+def preview_samples(
+    guider_def: torch.nn.Module,
+    network_def: torch.nn.Module,
+    guider_path: str,
+    generator_path: str,
+    inferer: PairedDDIMInferer,
+    num_samples: int,
+    image_size: int,
+    path: str,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> str | None:
+    """Sample ``num_samples`` pairs from the final weights and save them as a PNG grid (training's last step).
+
+    Copies of ``guider_def`` / ``network_def`` are loaded from ``guider_path`` / ``generator_path``; an existing
+    ``path`` gets a numbered sibling instead of being overwritten. Returns the PNG path, or None if
+    ``num_samples`` < 1.
+    """
+    if num_samples < 1:
+        return None
+    guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
+    generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
+    images, masks = sample_pairs(inferer, guider, generator, seed, range(num_samples), image_size, device)
+    images, masks = images[:, 0].numpy(), masks[:, 0].numpy()
+    scale = max(1, 128 // image_size)
+    return save_pair_grid(list(images), list(masks), free_png_path(path), columns=min(4, num_samples), scale=scale)

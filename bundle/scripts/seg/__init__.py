@@ -1,3 +1,4 @@
-"""Downstream mass segmentation: lesion metrics, patient-wise folds, synthetic PIG pairs, inference inputs."""
+"""Downstream mass segmentation: lesion metrics, patient-wise folds, synthetic pairs as training items, inference
+inputs and output names."""
 
 from . import folds, inference, metrics, synthetic  # noqa: F401

@@ -1,7 +1,7 @@
 """Generated PIG pairs as extra *training* items for the segmentation network, and the count the loader sees.
 
 A PIG inference folder holds ``manifest.csv`` (``id, image, label, ...``, paths relative to the folder),
-``<id>_image.nii.gz`` (float32 in [0, 1]) and ``<id>_label.nii.gz`` (uint8 {0, 1}); see ``scripts.pig.writer``.
+``<id>_image.nii.gz`` (float32 in [0, 1]) and ``<id>_label.nii.gz`` (uint8 {0, 1}); see ``scripts.common.writer``.
 The real prepared slices are in [-1, 1], so synthetic items carry ``"synthetic": 1`` and
 :class:`SyntheticToRealRanged` maps their image with ``2 x - 1``. Synthetic items are only ever added to the training
 list (``seg_train.json``: ``train#dataset#data``), never to the inner validation set or the held-out fold.
@@ -20,27 +20,17 @@ from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from ..pig.writer import read_manifest as _read_manifest
+from ..common.value_range import unit_to_image
+from ..common.writer import read_manifest
 
-__all__ = ["SYNTHETIC_KEY", "read_manifest", "synthetic_items", "SyntheticToRealRanged", "DataCountLogger"]
+__all__ = ["SYNTHETIC_KEY", "SYNTHETIC_HINT", "synthetic_items", "SyntheticToRealRanged", "DataCountLogger"]
 
 logger = logging.getLogger(__name__)
 
 #: item key that marks a generated pair (1) as opposed to a real slice (absent or 0).
 SYNTHETIC_KEY = "synthetic"
-
-
-def read_manifest(synthetic_dir: str) -> list[dict]:
-    """Rows of ``<synthetic_dir>/manifest.csv`` with absolute ``image``/``label`` paths, in file order.
-
-    The checks are ``scripts.pig.writer.read_manifest``'s (shared with ``pair_stats``).
-
-    Raises:
-        FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing.
-        ValueError: missing ``image``/``label`` columns, or a path that leaves ``synthetic_dir`` (absolute elsewhere,
-            ``..``, or a symlink pointing out) — the manifest must only describe its own folder.
-    """
-    return _read_manifest(synthetic_dir, hint="synthetic_dir must be a PIG inference output folder")
+#: appended to the message when ``synthetic_dir`` holds no manifest.
+SYNTHETIC_HINT = "synthetic_dir must be a PIG inference output folder"
 
 
 def synthetic_items(
@@ -69,7 +59,8 @@ def synthetic_items(
         ValueError: both counts given, a count without ``synthetic_dir``, a negative count, more pairs requested than
             the manifest lists, a slice of the wrong size, a manifest path outside ``synthetic_dir``, or a folder of
             image-only samples (empty ``label``: nothing to segment).
-        FileNotFoundError: see :func:`read_manifest`.
+        FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing
+            (``scripts.common.writer.read_manifest``).
     """
     if num_synthetic is not None and synthetic_ratio is not None:
         raise ValueError("give num_synthetic or synthetic_ratio, not both")
@@ -77,7 +68,7 @@ def synthetic_items(
         if num_synthetic or synthetic_ratio:
             raise ValueError("num_synthetic/synthetic_ratio need synthetic_dir (a PIG inference output folder)")
         return []
-    rows = read_manifest(synthetic_dir)
+    rows = read_manifest(synthetic_dir, hint=SYNTHETIC_HINT)
     if any(not row["label"] for row in rows):
         raise ValueError(
             f"{synthetic_dir}: manifest rows without a label file: this folder holds image-only samples (e.g. the "
@@ -127,7 +118,7 @@ class SyntheticToRealRanged(MapTransform):
         d = dict(data)
         if d.get(self.flag_key):
             for key in self.key_iterator(d):
-                d[key] = d[key] * 2.0 - 1.0
+                d[key] = unit_to_image(d[key])
         return d
 
 

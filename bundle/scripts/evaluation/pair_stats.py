@@ -1,30 +1,26 @@
-"""Simple statistics of (image, mask) pair sets: lesion area, connected components, lesion-vs-ring contrast.
+"""Quick pair statistics of a generated folder against prepared real slices: lesion area, components, contrast.
 
 A non-empty generated mask proves little (the sampling-time binarisation always leaves some pixels on), so these
-figures compare generated pairs with real ones on what matters for segmentation training data.
+figures compare generated pairs with real ones on what matters for segmentation training data. Area and components
+are :func:`~.mask_stats.mask_statistics`' (8-connected); the contrast of the image inside the mask against a ring
+around it is this module's. The full report with FID/KID is ``evaluate.json``; this is its fast, feature-free part::
+
+    python -m scripts.evaluation.pair_stats --datalist <cache>/<key>/datalist.json --generated <output_dir>
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .writer import read_manifest
+from ..data.prepare import read_datalist
+from .mask_stats import mask_statistics
+from .sets import PairSet, load_generated_set, load_real_set
 
-__all__ = [
-    "pair_statistics",
-    "summarise",
-    "load_manifest_pairs",
-    "load_datalist_pairs",
-    "compare",
-    "markdown_table",
-    "main",
-]
+__all__ = ["pair_statistics", "set_summary", "generated_pairs", "compare", "markdown_table", "main"]
 
 
 def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> dict:
@@ -42,22 +38,19 @@ def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> di
     """
     image = np.asarray(image, dtype=np.float64)
     mask = np.asarray(mask) > 0
-    _, components = ndimage.label(mask, structure=np.ones((3, 3)))
+    shape = mask_statistics(mask)
     ring = ndimage.binary_dilation(mask, iterations=ring_px) & ~mask
-    if mask.any() and ring.any():
-        contrast = float(image[mask].mean() - image[ring].mean())
-    else:
-        contrast = float("nan")
+    contrast = float(image[mask].mean() - image[ring].mean()) if mask.any() and ring.any() else float("nan")
     std = float(image.std())
     return {
-        "area_px": int(mask.sum()),
-        "components": int(components),
+        "area_px": shape["area_px"],
+        "components": shape["components"],
         "contrast": contrast,
         "contrast_std_units": contrast / std if std > 0 else float("nan"),
     }
 
 
-def summarise(stats: Iterable[dict]) -> dict:
+def set_summary(stats: Iterable[dict]) -> dict:
     """Mean and standard deviation of each statistic over a set (NaNs ignored), plus the share of empty masks."""
     stats = list(stats)
     out: dict = {"n": len(stats)}
@@ -71,47 +64,28 @@ def summarise(stats: Iterable[dict]) -> dict:
     return out
 
 
-def load_manifest_pairs(folder: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, mask) arrays of a PIG output folder, read through its ``manifest.csv``.
+def generated_pairs(folder: str) -> PairSet:
+    """The generated pairs of ``folder`` (``sets.load_generated_set``), which must have masks.
 
     Raises:
-        FileNotFoundError, ValueError: see ``scripts.pig.writer.read_manifest`` (e.g. a path outside ``folder``).
-        ValueError: a row without a label file: the folder holds image-only samples (DDPM/DDIM baselines), which
-            have no masks to compute pair statistics of.
+        FileNotFoundError, ValueError: see ``load_generated_set`` (e.g. a path outside ``folder``).
+        ValueError: an image-only folder (DDPM/DDIM baselines), which has no masks to compute pair statistics of.
     """
-    rows = read_manifest(folder)
-    missing = [row.get("id", "?") for row in rows if not row["label"]]
-    if missing:
+    pairs = load_generated_set(folder)
+    if pairs.masks is None:
         raise ValueError(
-            f"{folder}: {len(missing)} of {len(rows)} manifest rows have no label file (first: {missing[0]}): an "
-            "image-only generator's folder (DDPM/DDIM baseline) has no masks, so there are no pair statistics; use "
-            "evaluate.json for its image measures"
+            f"{folder}: {len(pairs)} of {len(pairs)} manifest rows have no label file: an image-only generator's "
+            "folder (DDPM/DDIM baseline) has no masks, so there are no pair statistics; use evaluate.json for its "
+            "image measures"
         )
-    return [(nib.load(row["image"]).get_fdata(), nib.load(row["label"]).get_fdata()) for row in rows]
+    return pairs
 
 
-def load_datalist_pairs(datalist_json: str, split: str = "train") -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, mask) arrays of a prepared slice set (``<cache>/<key>/datalist.json``), images mapped to [0, 1].
-
-    Relative paths in the datalist are relative to its folder.
-    """
-    with open(datalist_json, encoding="utf-8") as f:
-        items = json.load(f)[split]
-    root = os.path.dirname(os.path.abspath(datalist_json))
-    return [
-        (
-            (nib.load(os.path.join(root, d["image"])).get_fdata() + 1) / 2,
-            nib.load(os.path.join(root, d["label"])).get_fdata(),
-        )
-        for d in items
-    ]
-
-
-def compare(real: list[tuple[np.ndarray, np.ndarray]], generated: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """``{"real": summarise(...), "generated": summarise(...)}`` for two pair sets."""
+def compare(real: PairSet, generated: PairSet) -> dict:
+    """``{"real": set_summary(...), "generated": set_summary(...)}`` of two pair sets (images in [0, 1])."""
     return {
-        "real": summarise(pair_statistics(i, m) for i, m in real),
-        "generated": summarise(pair_statistics(i, m) for i, m in generated),
+        side: set_summary(pair_statistics(i[0].numpy(), m[0].numpy()) for i, m in zip(s.images, s.masks, strict=True))
+        for side, s in (("real", real), ("generated", generated))
     }
 
 
@@ -141,7 +115,7 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """CLI: ``python -m scripts.pig.pair_stats --datalist <cache>/<key>/datalist.json --generated <output_dir>``."""
+    """CLI: ``python -m scripts.evaluation.pair_stats --datalist <cache>/<key>/datalist.json --generated <dir>``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -150,17 +124,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--generated", required=True, help="PIG inference output folder (with manifest.csv)")
     parser.add_argument("--grid", default=None, help="optional PNG path for a grid of generated pairs")
     args = parser.parse_args(argv)
-    generated = load_manifest_pairs(args.generated)
-    result = compare(load_datalist_pairs(args.datalist, args.split), generated)
+    generated = generated_pairs(args.generated)
+    result = compare(load_real_set(read_datalist(args.datalist), args.split), generated)
     print(json.dumps(result, indent=2))
     print(markdown_table(result))
     if args.grid:
-        from .preview import save_pair_grid
+        from ..common.grid import save_pair_grid
 
-        size = generated[0][0].shape[-1]
-        save_pair_grid(
-            [g[0] for g in generated], [g[1] for g in generated], args.grid, columns=8, scale=max(1, 128 // size)
-        )
+        size = generated.images.shape[-1]
+        images, masks = list(generated.images[:, 0].numpy()), list(generated.masks[:, 0].numpy())
+        save_pair_grid(images, masks, args.grid, columns=8, scale=max(1, 128 // size))
     return result
 
 

@@ -1,21 +1,18 @@
-"""PNG grids of (image, mask) pairs: the image in gray with the mask outline drawn on it."""
+"""PNG grids of (image, mask) pairs: the image in gray with the mask outline drawn in red.
+
+Used by PIG's training preview, the baselines' preview and the evaluation report.
+"""
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from scipy import ndimage
 
-from .checkpoint import load_weights
-from .inferer import PairedDDIMInferer
-from .sampling import sample_pairs
-
-__all__ = ["pair_grid", "save_pair_grid", "preview_samples"]
+__all__ = ["pair_grid", "save_pair_grid", "free_png_path"]
 
 
 def pair_grid(
@@ -60,32 +57,10 @@ def save_pair_grid(images, masks, path: str, columns: int = 4, scale: int = 1) -
     return path
 
 
-def preview_samples(
-    guider_def: torch.nn.Module,
-    network_def: torch.nn.Module,
-    guider_path: str,
-    generator_path: str,
-    inferer: PairedDDIMInferer,
-    num_samples: int,
-    image_size: int,
-    path: str,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> str | None:
-    """Sample ``num_samples`` pairs from the final weights and save them as a PNG grid (training's last step).
-
-    Copies of ``guider_def`` / ``network_def`` are loaded from ``guider_path`` / ``generator_path``; an existing
-    ``path`` gets a numbered sibling instead of being overwritten. Returns the PNG path, or None if
-    ``num_samples`` < 1.
-    """
-    if num_samples < 1:
-        return None
-    guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
-    generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
-    images, masks = sample_pairs(inferer, guider, generator, seed, range(num_samples), image_size, device)
-    images, masks = images[:, 0].numpy(), masks[:, 0].numpy()
+def free_png_path(path: str) -> str:
+    """``path`` if no file is there, else the first free ``<stem>_<k><ext>`` beside it (k = 1, 2, ...)."""
     stem, ext = os.path.splitext(path)
     k = 1
     while os.path.exists(path):
         path, k = f"{stem}_{k}{ext}", k + 1
-    return save_pair_grid(list(images), list(masks), path, columns=min(4, num_samples), scale=max(1, 128 // image_size))
+    return path

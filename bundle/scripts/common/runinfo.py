@@ -8,21 +8,61 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 
-__all__ = ["cli_config", "record_run", "training_spacing", "write_dataset_summary", "check_image_size"]
+from .checkpoint import file_sha256
+
+__all__ = [
+    "PACKAGES",
+    "environment",
+    "cli_config",
+    "record_run",
+    "training_spacing",
+    "write_dataset_summary",
+    "check_image_size",
+]
 
 logger = logging.getLogger(__name__)
 
-_PACKAGES = ("torch", "monai", "pytorch-ignite", "numpy", "nibabel", "itk-io", "pydicom", "pillow", "scipy")
+#: packages whose installed versions every run record and experiment record lists (``None`` when not installed).
+PACKAGES = (
+    "torch", "monai", "pytorch-ignite", "numpy", "scipy", "nibabel", "itk-io", "pydicom", "pillow", "pandas",
+    "scikit-image", "torch-fidelity",
+)  # fmt: skip
+_BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 #: ids whose resolved values (paths, device) are recorded besides the raw merged config; they are cheap, side-effect
 #: free expressions (``$@bundle_root + '/models'``), unlike e.g. ``datalist``, which would prepare the data again.
 _RESOLVED_IDS = (
     "bundle_root", "ckpt_dir", "output_dir", "cache_dir", "dataset_dir", "tb_dir", "input_dir", "synthetic_dir",
     "guider_path", "generator_path", "ckpt_path", "device",
 )  # fmt: skip
+
+
+def environment(packages: Sequence[str] = PACKAGES) -> dict:
+    """What a result depends on besides its config: Python, platform, package versions and the bundle's git commit.
+
+    Returns:
+        ``{"python": "3.11.7", "platform": ..., "packages": {name: version or None}, "git_commit": sha or None}``
+        (``git_commit`` is None outside a git checkout or without ``git``).
+    """
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_BUNDLE_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+            "git_commit": commit or None}  # fmt: skip
 
 
 def cli_config(argv: Sequence[str] | None = None) -> dict:
@@ -79,7 +119,8 @@ def record_run(
 ) -> str:
     """Write ``<run_dir>/runs/<UTC time>_<workflow>.json``: what the run used.
 
-    Fields: ``workflow``, ``seed``, ``argv``, ``cwd``, ``python``, ``packages`` (versions of ``_PACKAGES``),
+    Fields: ``workflow``, ``seed``, ``argv``, ``cwd``, ``python``, ``platform``, ``packages`` and ``git_commit``
+    (:func:`environment`),
     ``config`` (the merged config files with the command-line overrides applied, as ``monai.bundle run`` resolves
     it; ``{}`` when not started by ``monai.bundle run``), ``resolved`` (the resolved paths and device),
     ``checkpoints`` (``{path: sha256}`` of each existing file in ``checkpoints``) and ``extra``'s keys.
@@ -87,25 +128,16 @@ def record_run(
     Returns:
         The path written (a new file each run, opened with mode ``"x"``; earlier records are kept).
     """
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(run_dir, "runs", f"{stamp}_{workflow}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    from .checkpoint import file_sha256
-
     config = cli_config()
     record = {
         "workflow": workflow,
         "seed": seed,
         "argv": sys.argv,
         "cwd": os.getcwd(),
-        "python": platform.python_version(),
-        "packages": versions,
+        **environment(),
         "config": config,
         "resolved": _resolve_paths(config),
         "checkpoints": {str(p): file_sha256(p) for p in checkpoints if os.path.isfile(p)},

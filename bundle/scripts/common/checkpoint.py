@@ -42,7 +42,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "AtomicCheckpointSaver",
     "StageCheckpointer",
-    "run_stage",
+    "train_stage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def load_weights(
         FileNotFoundError: ``path`` does not exist (message says to train first or pass ``--ckpt_dir``).
         ValueError: unreadable file, or weights of another architecture (message names the file and the first
             mismatching tensor). The image size cannot be read from conv weights: see
-            ``scripts.pig.runinfo.check_image_size``.
+            :func:`scripts.common.runinfo.check_image_size`.
     """
     state = _read(path, what, map_location)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
@@ -290,7 +290,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     crash in between leaves no model or a truncated one. Here every save goes to a temporary file in ``save_dir``
     that ``os.replace`` moves onto the name (ignite's ``atomic=True`` path), and the old fixed-name file is only
     replaced, never deleted first. On an exception, MONAI saves the current weights as the final checkpoint; after a
-    :class:`~scripts.pig.guards.NonFiniteLossError` those weights are NaN, so that save is skipped and the
+    :class:`~scripts.common.guards.NonFiniteLossError` those weights are NaN, so that save is skipped and the
     previous file is kept.
 
     Args: as MONAI ``CheckpointSaver``.
@@ -366,7 +366,7 @@ class StageCheckpointer:
         logger.info(f"{self.stage} finished: weights in {self.final_path}")
 
 
-def run_stage(trainer: Engine, final_path: str, stage: str) -> bool:
+def train_stage(trainer: Engine, final_path: str, stage: str) -> bool:
     """Run ``trainer`` unless ``final_path`` already exists (that stage finished in an earlier run).
 
     Returns:

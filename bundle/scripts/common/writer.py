@@ -1,18 +1,32 @@
-"""Writing generated (image, mask) pairs and their manifest without ever overwriting a file."""
+"""Output folders of generated (image, mask) pairs: files, ``manifest.csv``, and the one reader of such manifests.
+
+Every generator (PIG and the baselines) writes through :func:`write_samples`; nothing here ever overwrites a file.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
-__all__ = ["MANIFEST_FIELDS", "pair_paths", "check_free", "write_pair", "write_manifest", "read_manifest"]
+from .checkpoint import file_sha256
+
+__all__ = [
+    "MANIFEST_FIELDS",
+    "pair_paths",
+    "check_free",
+    "write_pair",
+    "write_manifest",
+    "read_manifest",
+    "checkpoint_column",
+    "write_samples",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +147,78 @@ def read_manifest(folder: str, hint: str = "expected a PIG inference output fold
             row[key] = str(path)
         out.append(row)
     return out
+
+
+def checkpoint_column(path: str) -> str:
+    """Manifest entry for a weight file: ``<file name>:sha256=<first 16 hex digits of its SHA-256>``."""
+    return f"{os.path.basename(path)}:sha256={file_sha256(path)[:16]}"
+
+
+def write_samples(
+    sample_batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None, list[dict] | None]],
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    output_dir: str,
+    spacing_mm: Sequence[float] = (1.0, 1.0),
+    id_prefix: str = "pig",
+    columns: Mapping[str, object] | None = None,
+    fields: Sequence[str] = MANIFEST_FIELDS,
+    with_masks: bool = True,
+) -> list[dict]:
+    """Sample in batches and write every sample plus ``manifest.csv`` into ``output_dir`` (any generator).
+
+    Ids are ``<id_prefix>-s<seed>-<index:05d>``; every target file is checked before the first write. Manifest rows:
+    ``id, image, label, seed, sample_index, lesion_area_px``, then ``columns`` (the same for every row, e.g.
+    checkpoint hashes) and the per-sample extras returned by ``sample_batch``. Without masks (image-only
+    generators) no label file is written and ``label`` / ``lesion_area_px`` are empty strings.
+
+    Args:
+        sample_batch: ``indices -> (images, masks, extras)``: (N, 1, S, S) float images in [0, 1], (N, 1, S, S)
+            uint8 {0, 1} masks or ``None``, and N per-row dicts of extra columns or ``None``.
+        num_samples: number of samples (>= 1).
+        batch_size: samples per ``sample_batch`` call (>= 1).
+        seed: run seed, written in every row and in the ids.
+        output_dir: destination folder (created if missing).
+        spacing_mm: (row, column) pixel spacing for the NIfTI affine.
+        id_prefix: first part of the ids (``pig``, ``ddim``, ``concat``...).
+        columns: constant extra columns.
+        fields: manifest columns, in order (must hold every key written).
+        with_masks: whether ``sample_batch`` returns masks (decides which files are checked before writing).
+
+    Returns:
+        The manifest rows.
+
+    Raises:
+        ValueError: ``num_samples`` or ``batch_size`` < 1.
+        FileExistsError: a target file or ``manifest.csv`` exists already (nothing is written).
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    ids = [f"{id_prefix}-s{seed}-{i:05d}" for i in range(num_samples)]
+    manifest = os.path.join(output_dir, "manifest.csv")
+    targets = [p for sid in ids for p in pair_paths(output_dir, sid)[: 2 if with_masks else 1]] + [manifest]
+    check_free(targets)
+    rows = []
+    for start in range(0, num_samples, batch_size):
+        index = list(range(start, min(start + batch_size, num_samples)))
+        images, labels, extras = sample_batch(index)
+        for k, i in enumerate(index):
+            image_path, label_path = pair_paths(output_dir, ids[i])
+            label = None if labels is None else labels[k]
+            write_pair(images[k], label, image_path, label_path, spacing_mm)
+            rows.append(
+                {
+                    "id": ids[i],
+                    "image": os.path.basename(image_path),
+                    "label": "" if label is None else os.path.basename(label_path),
+                    "seed": seed,
+                    "sample_index": i,
+                    "lesion_area_px": "" if label is None else int(label.sum()),
+                    **(columns or {}),
+                    **(extras[k] if extras else {}),
+                }
+            )
+        logger.info(f"generated {len(rows)}/{num_samples} samples")
+    write_manifest(manifest, rows, fields)
+    return rows
