@@ -25,6 +25,13 @@ def duke_dir() -> Path:
     return DUKE_DIR
 
 
+@pytest.fixture(scope="session")
+def duke_cache(tmp_path_factory, duke_dir) -> Path:
+    """One prepared-slice cache of the Duke slices for the whole session: workflows run with the same smoke data
+    settings share its folder (``prepare_dataset`` reuses a finished key), so the slices are prepared once."""
+    return tmp_path_factory.mktemp("duke_cache")
+
+
 @pytest.fixture
 def tiny_unet():
     """Factory of seeded, tiny 2-in/1-out MONAI ``DiffusionModelUNet``s (8 channels, 16 px inputs and up)."""

@@ -3,6 +3,10 @@
 The config file lists come from ``scripts.common.configs`` (the layers, then the workflow's file), so the tests run
 exactly what the documented commands run. Overlays default to the tiny ones: ``smoke.json`` for the generator bundle,
 ``seg_smoke.json`` for the segmenter.
+
+Every run is a process of its own, started by ``scripts.common.launch.run_module`` with the ``forkserver`` launcher
+(a fork of a server that imported torch, MONAI and the bundle once: the imports cost about 9 s per interpreter on
+these machines, more than most smoke runs). ``PIG_TEST_LAUNCHER=subprocess`` starts a new interpreter instead.
 """
 
 from __future__ import annotations
@@ -10,12 +14,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigParser
 
 from scripts.common.configs import config_files, meta_file
+from scripts.common.launch import run_module
+
+#: the launcher of every test run (``scripts.common.launch.LAUNCHERS``).
+LAUNCHER = os.environ.get("PIG_TEST_LAUNCHER", "forkserver")
 
 TESTS = Path(__file__).resolve().parent
 BUNDLE = TESTS.parent / "bundle"
@@ -36,6 +45,30 @@ def bundle_command(run_id: str, workflow: str, *args, overlays: Sequence[str] | 
     ]  # fmt: skip
 
 
+def run_python_module(
+    module: str, args: Sequence, cwd: Path = BUNDLE, check: bool = True, one_thread: bool = False, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """``python -m module *args`` in ``cwd`` (a process of its own, :data:`LAUNCHER`), output captured as text;
+    ``tests/`` is on its PYTHONPATH (for the test-only handlers of ``reliability_helpers``).
+
+    Args:
+        one_thread: pin torch to one thread (bit-identical runs need the same thread count).
+        check: raise AssertionError with the output's tail when the run fails.
+    """
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    if one_thread:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        code = run_module(module, [str(a) for a in args], cwd, out, err, env=env, launcher=LAUNCHER, timeout=timeout)
+        stdout, stderr = out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8")
+    proc = subprocess.CompletedProcess([sys.executable, "-m", module, *map(str, args)], code, stdout, stderr)
+    if check and code != 0:
+        raise AssertionError(f"{' '.join(proc.args)} failed (exit {code}):\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    return proc
+
+
 def bundle_run(
     run_id: str,
     workflow: str,
@@ -45,22 +78,10 @@ def bundle_run(
     one_thread: bool = False,
     cwd: Path = BUNDLE,
 ) -> subprocess.CompletedProcess:
-    """Run ``workflow``'s ``run_id`` in a subprocess from ``bundle/`` as a user does; ``tests/`` on PYTHONPATH (for
-    the test-only handlers of ``reliability_helpers``).
-
-    Args:
-        one_thread: pin torch to one thread (bit-identical runs need the same thread count).
-        check: raise AssertionError with the output's tail when the run fails.
-    """
+    """Run ``workflow``'s ``run_id`` from ``bundle/`` as a user does (``python -m monai.bundle run``, see
+    :func:`run_python_module`)."""
     cmd = bundle_command(run_id, workflow, *args, overlays=overlays)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    if one_thread:
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return run_python_module("monai.bundle", cmd[3:], cwd=cwd, check=check, one_thread=one_thread)
 
 
 def parser(workflow: str, *overlays: str, **overrides) -> ConfigParser:

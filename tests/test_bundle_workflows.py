@@ -28,8 +28,8 @@ def check_pairs(out: Path, n: int, size: int) -> list[dict]:
     return rows
 
 
-def train_and_sample(tmp_path: Path, n: int, *data_args: str) -> tuple[Path, Path]:
-    ckpt, out, cache = tmp_path / "ckpt dir", tmp_path / "out", tmp_path / "cache"
+def train_and_sample(tmp_path: Path, n: int, *data_args: str, cache: Path | None = None) -> tuple[Path, Path]:
+    ckpt, out, cache = tmp_path / "ckpt dir", tmp_path / "out", cache or tmp_path / "cache"
     bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
     for name in ("guider.pt", "generator.pt", "guider_checkpoint.pt", "generator_checkpoint.pt", "dataset.json"):
         assert (ckpt / name).is_file(), name
@@ -56,8 +56,8 @@ def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
         )
 
 
-def test_smoke_training_and_inference_on_duke_slices(tmp_path, duke_dir):
-    ckpt, out = train_and_sample(tmp_path, 8, "--dataset_dir", str(duke_dir))
+def test_smoke_training_and_inference_on_duke_slices(tmp_path, duke_dir, duke_cache):
+    ckpt, out = train_and_sample(tmp_path, 8, "--dataset_dir", str(duke_dir), cache=duke_cache)
     import json
 
     summary = json.loads((ckpt / "dataset.json").read_text())

@@ -11,17 +11,16 @@ import csv
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import LAUNCHER, run_python_module
 
 from scripts.evaluation.sections import IMAGE_ONLY_REASON
 from scripts.experiments.compare_generators import COLUMNS, format_table, parse_args, table_rows, write_outputs
 from scripts.experiments.seg_grid import DUKE_NOTE
 from scripts.experiments.stages import MARKER
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 KEYS = ("pig", "ddpm", "ddim", "concat", "controlnet")
 
 
@@ -112,12 +111,10 @@ def test_parse_args_defaults_and_refusals():
 
 
 def _run(work: Path, cache: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "scripts.experiments.compare_generators", "--work_dir", str(work), "--cache_dir",
-           str(cache), "--overlay", "configs/smoke.json", "--overrides",
-           '{"num_train_timesteps": 16, "preview_samples": 1}', "--num_samples", "4"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
+    args = ["--work_dir", work, "--cache_dir", cache, "--overlay", "configs/smoke.json", "--overrides",
+            '{"num_train_timesteps": 16, "preview_samples": 1}', "--num_samples", "4",
+            "--launcher", LAUNCHER]  # fmt: skip
+    return run_python_module("scripts.experiments.compare_generators", args)
 
 
 @pytest.mark.slow

@@ -97,9 +97,9 @@ def test_evaluate_smoke_on_phantom_and_refuse_to_overwrite(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_smoke_on_duke_slices(tmp_path, duke_dir):
+def test_evaluate_smoke_on_duke_slices(tmp_path, duke_dir, duke_cache):
     gen = write_generated(tmp_path / "gen", n=8)
-    evaluate("--generated_dir", str(gen), "--cache_dir", str(tmp_path / "cache"), "--dataset_dir", str(duke_dir))
+    evaluate("--generated_dir", str(gen), "--cache_dir", str(duke_cache), "--dataset_dir", str(duke_dir))
     m = check_report(gen / "eval_random_resnet18_seed0", 8, "random_resnet18_seed0")
     assert m["sets"]["real"]["format"] == "duke" and m["distances"]["half_split"] == "patient-wise"
 

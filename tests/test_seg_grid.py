@@ -3,17 +3,14 @@
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import LAUNCHER, run_python_module
 
 from scripts.experiments.seg_grid import MARKER, Setting, format_table, pig_fold_datalist, summarise_folds
 from scripts.seg.folds import fold_split
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
 
 def test_summarise_and_format_mean_std_over_folds():
@@ -54,16 +51,12 @@ def test_pig_fold_datalist_keeps_only_training_patients():
 
 
 def _run_grid(work: Path, cache: Path) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "scripts.experiments.seg_grid", "--work_dir", str(work), "--cache_dir", str(cache),
-        "--pig_overlay", "configs/smoke.json", "--seg_overlay", "configs/seg_smoke.json", "--folds", "0,1",
-        "--num_folds", "3", "--ratios", "0.5,1.0", "--pig_overrides", '{"preview_samples": 1, "batch_size": 16}',
+    args = [
+        "--work_dir", work, "--cache_dir", cache, "--pig_overlay", "configs/smoke.json", "--seg_overlay",
+        "configs/seg_smoke.json", "--folds", "0,1", "--num_folds", "3", "--ratios", "0.5,1.0", "--pig_overrides",
+        '{"preview_samples": 1, "batch_size": 16}', "--launcher", LAUNCHER,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
+    return run_python_module("scripts.experiments.seg_grid", args)
 
 
 @pytest.mark.slow

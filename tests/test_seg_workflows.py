@@ -19,7 +19,7 @@ WORKFLOWS = {"training": "seg_train", "evaluating": "seg_evaluate", "inference":
 
 @pytest.fixture(scope="module")
 def seg_cache(tmp_path_factory) -> Path:
-    """One prepared-slice cache for the module: preparing the Duke slices takes most of its time."""
+    """One prepared-slice cache of the phantom for the module (the Duke slices use the session's ``duke_cache``)."""
     return tmp_path_factory.mktemp("seg_cache")
 
 
@@ -81,8 +81,8 @@ def _phantom_cache(cache: Path) -> Path:
     return phantom[0]
 
 
-def test_seg_smoke_on_duke_slices(tmp_path, duke_dir, seg_cache):
-    folds, metrics, _ = train_and_evaluate(tmp_path / "ckpt", seg_cache, "--dataset_dir", str(duke_dir))
+def test_seg_smoke_on_duke_slices(tmp_path, duke_dir, duke_cache):
+    folds, metrics, _ = train_and_evaluate(tmp_path / "ckpt", duke_cache, "--dataset_dir", str(duke_dir))
     assert all(p.startswith("DBT-P") for f in folds["folds"] for p in f)
     assert sum(len(f) for f in folds["folds"]) == len({p for f in folds["folds"] for p in f})
     assert all(Path(row["image"]).name.startswith(tuple(folds["test_patients"])) for row in metrics["per_image"])

@@ -27,8 +27,8 @@ class BaselineDiffusionInferer(ControlNetDiffusionInferer):
     that receives its residuals). Sampling (``sample``) calls the same networks the same way (``predict_noise``; a
     test checks it against MONAI's forward pass) in its own loop, because MONAI's ``sample`` (1.6.1) runs its
     scheduler's ``timesteps`` as set by ``DDIMScheduler.set_timesteps`` (``linspace``, inconsistent with the fixed
-    stride of ``DDIMScheduler.step``; see ``scripts.pig.schedule``) and draws DDPM noise for the whole batch (results
-    would depend on the batch size).
+    stride of ``DDIMScheduler.step``; see ``scripts.pig.set_ddim_timesteps``) and draws DDPM noise for the whole
+    batch (results would depend on the batch size).
 
     Timesteps when ``num_inference_steps`` is given: DDIM gets PIG's stride-consistent schedule
     (``set_ddim_timesteps``; paper: 256 of 1024); DDPM always gets all T steps, T-1, ..., 0, because

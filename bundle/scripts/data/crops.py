@@ -45,10 +45,11 @@ CROP_MODES = ("slice", "patch")
 
 def lesion_bbox(label: np.ndarray) -> Box | None:
     """Bounding box ``(r0, r1, c0, c1)`` (half-open, pixels) of the nonzero pixels of an ``(H, W)`` mask, or None."""
-    rows, cols = np.nonzero(np.asarray(label) > 0)
+    nonzero = np.asarray(label) > 0
+    rows, cols = np.flatnonzero(nonzero.any(axis=1)), np.flatnonzero(nonzero.any(axis=0))
     if rows.size == 0:
         return None
-    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def breast_bbox(image: np.ndarray, label: np.ndarray | None = None, margin: int = 4) -> Box:

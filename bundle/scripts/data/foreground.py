@@ -14,7 +14,7 @@ from skimage.filters import threshold_otsu
 
 from .arrays import as_float32, check_finite
 
-__all__ = ["otsu_threshold", "breast_mask", "detect_breast_side"]
+__all__ = ["otsu_threshold", "breast_mask", "fill_holes", "detect_breast_side"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -84,9 +84,28 @@ def breast_mask(image: np.ndarray) -> np.ndarray:
     fg = _foreground(image)
     labels, n = ndimage.label(fg)
     if n > 1:
-        sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
-        fg = labels == 1 + int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(fg)
+        fg = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # the largest component (first on ties)
+    return fill_holes(fg)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled: the result of ``scipy.ndimage.binary_fill_holes`` (default structure).
+
+    A hole is a background region that is not 4-connected to the image border. scipy finds them by dilating from the
+    border until nothing changes, which takes about 0.1 s on a 2000-px slice and dominated the data preparation;
+    one labelling of the background gives the same mask (a test compares the two).
+
+    Args:
+        mask: ``(H, W)`` bool.
+
+    Returns:
+        ``(H, W)`` bool.
+    """
+    background, n = ndimage.label(~mask)  # 4-connected, as binary_fill_holes' default structure
+    hole = np.ones(n + 1, bool)
+    hole[0] = False  # label 0: the mask itself
+    hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    return mask | hole[background]
 
 
 def detect_breast_side(image: np.ndarray) -> str:

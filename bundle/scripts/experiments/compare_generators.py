@@ -99,6 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid_weights_path", default=None, help="weights of inception_v3 / radimagenet_resnet50")
     p.add_argument("--extractor_image_size", type=int, default=None, help="side fed to the extractor")
     p.add_argument("--seg_model_path", default=None, help="seg_model.pt: seg_unet_encoder and pair consistency")
+    st.add_launcher_option(p)
     args = p.parse_args(argv)
     args.generators = [g.strip() for g in args.generators.split(",") if g.strip()]
     unknown = [g for g in args.generators if g not in GENERATORS]
@@ -135,7 +136,7 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
 
     def stage(name, workflow, cfg, ov, resume=False):
         stages[name] = st.run_stage(name, work / name, work / "logs" / f"{name.replace('/', '_')}.log", workflow, meta,
-                                 files[cfg], ov, resume_in_place=resume)  # fmt: skip
+                                 files[cfg], ov, resume_in_place=resume, launcher=args.launcher)  # fmt: skip
 
     needed = {GENERATORS[g][1] for g in args.generators} | ({"image"} if "controlnet" in args.generators else set())
     models = [m for m in WEIGHTS if m in needed]  # image before controlnet: ControlNet needs the frozen image model

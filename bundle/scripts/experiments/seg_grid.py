@@ -58,6 +58,7 @@ from scripts.data.prepare import prepare_dataset
 from scripts.experiments.stages import (
     BUNDLE_ROOT,
     MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
+    add_launcher_option,
     free_names,
     json_dict,
     resolve_config,
@@ -161,6 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=_ints, default=None, help="folds to run, e.g. 0,1,2 (default all)")
     p.add_argument("--num_folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="seed of PIG, segmentation, data preparation and folds")
+    add_launcher_option(p)
     args = p.parse_args(argv)
     args.folds = list(range(args.num_folds)) if args.folds is None else args.folds
     if args.num_folds < 2 or not args.folds or any(not 0 <= f < args.num_folds for f in args.folds):
@@ -241,7 +243,7 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
         pig_dir = fdir / "pig"
         overlay = {**ctx["pig_common"], "ckpt_dir": str(pig_dir), "datalist": pig_fold_datalist(ctx["datalist"], split)}
         done = run_stage(f"fold{fold}/pig", pig_dir, fdir / "logs" / "pig.log", "training", ctx["pig_meta"],
-                         ctx["pig_train_files"], overlay, resume_in_place=True)  # fmt: skip
+                         ctx["pig_train_files"], overlay, resume_in_place=True, launcher=args.launcher)  # fmt: skip
         out["stages"]["pig"] = done["seconds"]
         out["pig"] = _pig_record(pig_dir, held_out)
         n_pairs = math.ceil(max(pig_ratios) * n_real)
@@ -250,7 +252,7 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
             overlay = {**ctx["pig_common"], "ckpt_dir": str(pig_dir), "output_dir": str(sample_dir),
                        "num_samples": n_pairs}  # fmt: skip
             done = run_stage(f"fold{fold}/samples", sample_dir, fdir / "logs" / "samples.log", "inference",
-                             ctx["pig_meta"], ctx["pig_infer_files"], overlay)  # fmt: skip
+                             ctx["pig_meta"], ctx["pig_infer_files"], overlay, launcher=args.launcher)  # fmt: skip
             out["stages"]["samples"] = done["seconds"]
             out["pig"]["num_samples"] = n_pairs
     for s in settings:
@@ -262,12 +264,12 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
                 raise FileNotFoundError(f"{synth / 'manifest.csv'} not found ({s.label}, fold {fold})")
             overlay.update(synthetic_dir=str(synth), synthetic_ratio=s.ratio)
         done = run_stage(f"fold{fold}/seg_{s.key}", seg_dir, fdir / "logs" / f"seg_{s.key}.log", "training",
-                         ctx["seg_meta"], ctx["seg_train_files"], overlay)  # fmt: skip
+                         ctx["seg_meta"], ctx["seg_train_files"], overlay, launcher=args.launcher)  # fmt: skip
         out["stages"][f"seg_{s.key}"] = done["seconds"]
         eval_dir = seg_dir / "eval"
         overlay = {**overlay, "output_dir": str(eval_dir)}
         done = run_stage(f"fold{fold}/seg_{s.key}/eval", eval_dir, fdir / "logs" / f"eval_{s.key}.log", "evaluating",
-                         ctx["seg_meta"], ctx["seg_eval_files"], overlay)  # fmt: skip
+                         ctx["seg_meta"], ctx["seg_eval_files"], overlay, launcher=args.launcher)  # fmt: skip
         out["stages"][f"eval_{s.key}"] = done["seconds"]
         metrics_path = eval_dir / "metrics.json"
         if not metrics_path.is_file():
