@@ -30,25 +30,3 @@ def duke_cache(tmp_path_factory, duke_dir) -> Path:
     """One prepared-slice cache of the Duke slices for the whole session: workflows run with the same smoke data
     settings share its folder (``prepare_dataset`` reuses a finished key), so the slices are prepared once."""
     return tmp_path_factory.mktemp("duke_cache")
-
-
-@pytest.fixture
-def tiny_unet():
-    """Factory of seeded, tiny 2-in/1-out MONAI ``DiffusionModelUNet``s (8 channels, 16 px inputs and up)."""
-    import torch
-    from monai.networks.nets import DiffusionModelUNet
-
-    def make(seed: int = 0) -> DiffusionModelUNet:
-        torch.manual_seed(seed)
-        return DiffusionModelUNet(
-            spatial_dims=2,
-            in_channels=2,
-            out_channels=1,
-            channels=(8, 8),
-            attention_levels=(False, False),
-            num_res_blocks=1,
-            norm_num_groups=8,
-            num_head_channels=8,
-        )
-
-    return make

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from monai.bundle import ConfigParser
 
 from scripts.common.configs import config_files, meta_file
@@ -91,3 +92,34 @@ def parser(workflow: str, *overlays: str, **overrides) -> ConfigParser:
     for k, v in overrides.items():
         p[k] = v
     return p
+
+
+def cause(excinfo) -> BaseException:
+    """MONAI's config parser re-raises an expression's error as RuntimeError ``from`` it: the original error."""
+    e = excinfo.value
+    while isinstance(e, RuntimeError) and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def weights(path: Path) -> dict:
+    """A ``.pt`` file's content, read as the bundle reads it (``weights_only=True``, on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def tiny_unet(in_channels: int = 2, channels: tuple[int, ...] = (8, 8), seed: int = 0):
+    """A seeded, tiny MONAI ``DiffusionModelUNet`` (one residual block per level, no attention, 1 output channel;
+    inputs of 16 px and up with the default two levels): the one factory of the unit tests' networks."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    torch.manual_seed(seed)
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=1,
+        channels=channels,
+        attention_levels=(False,) * len(channels),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+    )

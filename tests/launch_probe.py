@@ -1,4 +1,5 @@
-"""Test-only module run by tests/test_launch.py through both launchers: prints what the run's process sees as JSON."""
+"""Test-only module run by tests/test_common_launch.py through both launchers: prints what the run's process sees
+as JSON."""
 
 import json
 import os

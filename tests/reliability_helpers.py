@@ -1,4 +1,5 @@
-"""Test-only ignite handlers and losses injected into bundle runs by tests/test_reliability_training.py overlays.
+"""Test-only ignite handlers and losses injected into bundle runs by the overlays of tests/test_common_checkpoint.py
+and tests/test_common_guards.py.
 
 Kept out of ``bundle/scripts``: they exist to break runs on purpose (SIGKILL, NaN losses).
 """

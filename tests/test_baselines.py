@@ -7,8 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_unet
 from monai.inferers import ControlNetDiffusionInferer, DiffusionInferer
-from monai.networks.nets import ControlNet, DiffusionModelUNet
+from monai.networks.nets import ControlNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from scripts.baselines.inferer import BaselineDiffusionInferer
@@ -37,13 +38,8 @@ def randomise(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net
 
 
-#: tiny 2-level U-Net settings shared by the image/concat models and the ControlNet (16 px inputs)
+#: the ControlNet's tiny settings: those of ``helpers.tiny_unet``'s default U-Net (16 px inputs)
 TINY = {"channels": (8, 8), "attention_levels": (False, False), "num_res_blocks": 1, "norm_num_groups": 8}
-
-
-def unet(in_channels: int, seed: int = 0) -> DiffusionModelUNet:
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, num_head_channels=8, **TINY)
 
 
 def controlnet(seed: int = 1) -> ControlNet:
@@ -116,8 +112,8 @@ def test_ddim_baseline_oracle_misses_with_monai_default_timesteps():
 @pytest.mark.parametrize("generator_type", ["image", "concat", "controlnet"])
 def test_training_pass_is_monais_and_sampling_calls_networks_the_same_way(generator_type):
     ddpm, _ = schedulers()
-    image_model = randomise(unet(1), seed=2)
-    net = randomise({"image": unet(1), "concat": unet(2), "controlnet": controlnet()}[generator_type], seed=3)
+    image_model = randomise(tiny_unet(1), seed=2)
+    net = randomise({"image": tiny_unet(1), "concat": tiny_unet(2), "controlnet": controlnet()}[generator_type], seed=3)
     inferer = BaselineDiffusionInferer(ddpm, generator_type, image_model=image_model)
     g = torch.Generator().manual_seed(0)
     y0, eps = torch.randn(3, 1, S, S, generator=g), torch.randn(3, 1, S, S, generator=g)
@@ -144,10 +140,12 @@ def test_training_pass_is_monais_and_sampling_calls_networks_the_same_way(genera
 def test_condition_is_required_exactly_for_mask_conditional_types():
     ddpm, _ = schedulers()
     with pytest.raises(ValueError, match="takes a mask"):
-        BaselineDiffusionInferer(ddpm, "concat").predict_noise(torch.zeros(1, 1, S, S), unet(2), torch.zeros(1), None)
+        BaselineDiffusionInferer(ddpm, "concat").predict_noise(
+            torch.zeros(1, 1, S, S), tiny_unet(2), torch.zeros(1), None
+        )
     with pytest.raises(ValueError, match="takes no mask"):
         BaselineDiffusionInferer(ddpm, "image").predict_noise(
-            torch.zeros(1, 1, S, S), unet(1), torch.zeros(1), torch.zeros(1, 1, S, S)
+            torch.zeros(1, 1, S, S), tiny_unet(1), torch.zeros(1), torch.zeros(1, 1, S, S)
         )
     with pytest.raises(ValueError, match="image model"):
         BaselineDiffusionInferer(ddpm, "controlnet")
@@ -158,7 +156,7 @@ def test_condition_is_required_exactly_for_mask_conditional_types():
 
 
 def test_controlnet_starts_as_a_copy_of_the_frozen_image_model():
-    image_model, cn = unet(1, seed=4), controlnet(seed=5)
+    image_model, cn = tiny_unet(1, seed=4), controlnet(seed=5)
     copied = init_controlnet(cn, image_model)
     assert copied > 0
     assert torch.equal(cn.conv_in.conv.weight, image_model.conv_in.conv.weight)
@@ -224,7 +222,7 @@ def read_rows(folder):
 def test_image_only_samples_batch_independent_and_manifest_without_masks(tmp_path, sampler):
     ddpm, ddim = schedulers(T=8)  # DDPM takes every step: T = 8 keeps this test fast and still exercises it
     inferer = BaselineDiffusionInferer(ddpm if sampler == "ddpm" else ddim, "image", num_inference_steps=8)
-    net = randomise(unet(1), seed=1)
+    net = randomise(tiny_unet(1), seed=1)
     images = {}
     for bs in (1, 3):
         out = tmp_path / f"bs{bs}"
@@ -258,7 +256,7 @@ def test_mask_conditional_samples_carry_their_training_mask(tmp_path):
     _, ddim = schedulers()
     inferer = BaselineDiffusionInferer(ddim, "concat", num_inference_steps=4)
     out = tmp_path / "out"
-    rows = generate_samples(inferer, unet(2), 5, 2, 0, S, str(out), "ddim", masks=masks, checkpoint=None)
+    rows = generate_samples(inferer, tiny_unet(2), 5, 2, 0, S, str(out), "ddim", masks=masks, checkpoint=None)
     chosen = mask_indices(0, range(5), 3)
     for row, j in zip(rows, chosen, strict=True):
         label = nib.load(out / row["label"]).get_fdata()
@@ -268,4 +266,4 @@ def test_mask_conditional_samples_carry_their_training_mask(tmp_path):
     items = synthetic_items(str(out), image_size=S)  # the segmentation experiment takes the folder
     assert len(items) == 5
     with pytest.raises(ValueError, match="training masks"):
-        generate_samples(inferer, unet(2), 1, 1, 0, S, str(tmp_path / "o2"), "ddim", masks=None)
+        generate_samples(inferer, tiny_unet(2), 1, 1, 0, S, str(tmp_path / "o2"), "ddim", masks=None)

@@ -9,7 +9,8 @@ one CPU core in about 10-20 s.
 
 import pytest
 import torch
-from monai.networks.nets import ControlNet, DiffusionModelUNet
+from helpers import tiny_unet
+from monai.networks.nets import ControlNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from scripts.baselines.inferer import BaselineDiffusionInferer
@@ -36,12 +37,6 @@ def corner_masks() -> torch.Tensor:
     for k, (r, c) in enumerate(CORNERS):
         mask[k, :, r : r + SIDE, c : c + SIDE] = 1.0
     return mask
-
-
-def tiny_unet(in_channels: int) -> DiffusionModelUNet:
-    torch.manual_seed(0)
-    kw = {"attention_levels": (False, False), "num_res_blocks": 1, "norm_num_groups": 8, "num_head_channels": 8}
-    return DiffusionModelUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=(16, 16), **kw)
 
 
 def schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
@@ -93,14 +88,14 @@ def check_follows_mask(generator_type, network, image_model=None):
 
 def test_concat_generator_follows_its_mask():
     ddpm, _ = schedulers()
-    network = tiny_unet(2)
+    network = tiny_unet(2, channels=(16, 16))
     assert train(BaselineDiffusionInferer(ddpm, "concat"), network, conditional=True) < 0.05
     check_follows_mask("concat", network)
 
 
 def test_controlnet_on_frozen_image_model_follows_its_mask():
     ddpm, _ = schedulers()
-    image_model = tiny_unet(1)
+    image_model = tiny_unet(1, channels=(16, 16))
     train(BaselineDiffusionInferer(ddpm, "image"), image_model, conditional=False)
     torch.manual_seed(1)
     controlnet = ControlNet(

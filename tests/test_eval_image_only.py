@@ -9,8 +9,8 @@ import json
 import math
 
 import pytest
+from helpers import tiny_unet
 from monai.networks.schedulers import DDIMScheduler
-from test_baselines import unet
 
 from scripts.baselines.inferer import BaselineDiffusionInferer
 from scripts.baselines.sampling import generate_samples
@@ -25,7 +25,7 @@ S = 32
 
 
 def write_image_only(folder, n: int = 6) -> None:
-    net = unet(1)  # seeded, untrained: the test is about the folder layout, not image quality
+    net = tiny_unet(1)  # seeded, untrained: the test is about the folder layout, not image quality
     sched = DDIMScheduler(num_train_timesteps=8, schedule="linear_beta", clip_sample=True, set_alpha_to_one=True)
     inferer = BaselineDiffusionInferer(sched, generator_type="image", num_inference_steps=2)
     generate_samples(inferer, net, n, 3, 0, S, str(folder), "ddim", spacing_mm=(0.5, 0.5))

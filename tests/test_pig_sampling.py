@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_unet
 from monai.networks.schedulers import DDIMScheduler
 
 from scripts.pig import PairedDDIMInferer, binarize_mask, generate_pairs, predict_x0, sample_noise, set_ddim_timesteps
@@ -180,10 +181,10 @@ def test_sample_noise_reproducible_and_seed_dependent():
     assert not torch.equal(a[0], a[1]), "x_T and y_T must be independent draws"
 
 
-def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path, tiny_unet):
+def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path):
     import nibabel as nib
 
-    guider, generator = tiny_unet(0).eval(), tiny_unet(1).eval()
+    guider, generator = tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval()
 
     def run(seed, out, batch_size):
         inferer = PairedDDIMInferer(make_scheduler(clip_sample=True), num_inference_steps=3)

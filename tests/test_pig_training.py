@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import tiny_unet
 from monai.engines import SupervisedTrainer
 from monai.inferers import DiffusionInferer
 from monai.networks.nets import DiffusionModelUNet
@@ -77,8 +78,8 @@ def _loader(n=4):
     return torch.utils.data.DataLoader(data, batch_size=2)
 
 
-def test_generator_training_leaves_guider_untouched_and_gradient_free(tiny_unet):
-    guider, generator = tiny_unet(0), tiny_unet(1)
+def test_generator_training_leaves_guider_untouched_and_gradient_free():
+    guider, generator = tiny_unet(seed=0), tiny_unet(seed=1)
     before_guider = {k: v.clone() for k, v in guider.state_dict().items()}
     before_gen = {k: v.clone() for k, v in generator.state_dict().items()}
     trainer = SupervisedTrainer(
@@ -100,7 +101,7 @@ def test_generator_training_leaves_guider_untouched_and_gradient_free(tiny_unet)
     assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))  # output is decollated per sample
 
 
-def test_generator_is_conditioned_on_guider_x0_hat_and_weighted(tiny_unet):
+def test_generator_is_conditioned_on_guider_x0_hat_and_weighted():
     seen = {}
 
     class Rec(torch.nn.Module):
@@ -112,7 +113,7 @@ def test_generator_is_conditioned_on_guider_x0_hat_and_weighted(tiny_unet):
             seen["gen_in"] = x
             return x[:, :1] * 0 + self.w
 
-    guider = tiny_unet(0)
+    guider = tiny_unet(seed=0)
     s = scheduler(clip_sample=True)
     it = GeneratorIteration(guider, s, lesion_weighting=True)
     gen = Rec()

@@ -389,7 +389,7 @@ def test_check_mask_contract(mask, lossy):
     are a subset of {0, 1} or of {0, 255}; lossy: any finite mask is thresholded at half its maximum."""
     path = "dir ü/mask.png"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the lossy threshold warning (tested in test_reliability_data)
+        warnings.simplefilter("ignore", UserWarning)  # the lossy threshold warning (tested in test_data_bad_inputs)
         out, err = outcome(check_mask, mask, path, lossy)
     if err is not None:
         assert isinstance(err, DataError) and path in str(err)

@@ -1,37 +1,22 @@
-"""Reliability of training, checkpoints and outputs.
-
-Resume after a SIGKILL mid-epoch, outputs never overwritten, manifests confined to their folder, bit-identical
-repeated inference, clear errors for checkpoints of another architecture / image size, for unwritable output
-folders and for NaN losses, atomic checkpoint writes. Tiny CPU settings throughout (the smoke overlay: 32-px
-phantom patches, 3-level U-Nets, 2 DDIM steps).
-"""
+"""Checkpoints (``scripts.common.checkpoint``): a SIGKILL mid-epoch resumes to the uninterrupted run's exact weights
+(and two inference runs from them are bit-identical), weights of another architecture or image size are refused
+naming the file, a failed checkpoint write keeps the previous file. Tiny CPU settings (the smoke overlay)."""
 
 import errno
 import json
-import os
 import re
 import signal
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import bundle_run, parser
+from helpers import bundle_run, cause, parser, weights
 from ignite.engine import Engine
-from monai.data import FolderLayout
 from monai.handlers import CheckpointSaver
-from monai.networks.schedulers import DDIMScheduler
-from test_seg_synthetic import make_pig_folder, rewrite_manifest
 
 from scripts.common.checkpoint import AtomicCheckpointSaver, StageCheckpointer, file_sha256
-from scripts.common.grid import save_pair_grid
-from scripts.common.guards import NonFiniteLossError
-from scripts.common.writer import read_manifest
-from scripts.evaluation.pair_stats import generated_pairs
-from scripts.pig import PairedDDIMInferer, generate_pairs
-from scripts.seg.inference import check_outputs
 
 # One batch per pass over the 3-case phantom's training slices (19 of them; asserted below): every iteration then
 # starts a fresh DataLoader iterator, in an uninterrupted run as in a resumed one, so with the random states restored
@@ -49,18 +34,6 @@ def run(run_id: str, workflow: str, overlays: list, *args, check: bool = True):
 def write_json(path: Path, obj: dict) -> Path:
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
-
-
-def cause(excinfo) -> BaseException:
-    """MONAI's config parser re-raises an expression's error as RuntimeError ``from`` it: the original error."""
-    e = excinfo.value
-    while isinstance(e, RuntimeError) and e.__cause__ is not None:
-        e = e.__cause__
-    return e
-
-
-def weights(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -134,49 +107,6 @@ def test_two_full_inference_runs_with_the_same_config_and_seed_are_bit_identical
     assert record["checkpoints"] == {str(ref / n): file_sha256(str(ref / n)) for n in ("guider.pt", "generator.pt")}
 
 
-# ------------------------------------------------------------------------------------------------ no overwriting
-def _inferer():
-    scheduler = DDIMScheduler(num_train_timesteps=1024, schedule="linear_beta", beta_start=1e-4, beta_end=0.02,
-                              clip_sample=True, set_alpha_to_one=True, steps_offset=0)  # fmt: skip
-    return PairedDDIMInferer(scheduler, num_inference_steps=2)
-
-
-def test_outputs_are_never_overwritten_and_the_refusal_comes_before_any_write(tmp_path, tiny_unet):
-    # PIG pairs: only the *last* target (manifest.csv) exists; without the up-front check every pair would be
-    # written before write_manifest refused.
-    out = tmp_path / "pairs"
-    out.mkdir()
-    (out / "manifest.csv").write_text("earlier run\n")
-    with pytest.raises(FileExistsError, match="refusing to overwrite .*manifest.csv"):
-        generate_pairs(_inferer(), tiny_unet(0).eval(), tiny_unet(1).eval(), 2, 2, 0, 16, str(out))
-    assert os.listdir(out) == ["manifest.csv"] and (out / "manifest.csv").read_text() == "earlier run\n"
-    # Segmentation inference: an existing mask named as SaveImaged would name it.
-    layout = FolderLayout(str(tmp_path / "pred"), postfix="pred", extension=".nii.gz", parent=False, makedirs=True)
-    items = [{"image": str(tmp_path / "in" / f"c{i}_image.nii.gz")} for i in range(2)]
-    target = Path(layout.filename(subject=items[1]["image"]))
-    target.parent.mkdir(parents=True, exist_ok=True)  # FolderLayout(makedirs=True) made it
-    target.write_bytes(b"earlier")
-    with pytest.raises(FileExistsError, match=f"refusing to overwrite {target}"):
-        check_outputs(items, layout)
-    # pair_stats --grid
-    grid = tmp_path / "grid.png"
-    grid.write_bytes(b"earlier")
-    with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        save_pair_grid([np.zeros((4, 4))], [np.zeros((4, 4))], str(grid))
-    assert grid.read_bytes() == b"earlier" and target.read_bytes() == b"earlier"
-
-
-# --------------------------------------------------------------------------------------------- manifest confined
-@pytest.mark.parametrize("reader", [read_manifest, generated_pairs], ids=["seg_synthetic", "pair_stats"])
-def test_every_manifest_reader_refuses_paths_outside_the_folder(tmp_path, reader):
-    folder = make_pig_folder(tmp_path / "pig", n=2)
-    secret = tmp_path / "secret_label.nii.gz"
-    secret.write_bytes((folder / "pig-s0-00001_label.nii.gz").read_bytes())  # a valid file: only the place is wrong
-    rewrite_manifest(folder, 1, "label", "../secret_label.nii.gz")
-    with pytest.raises(ValueError, match=r"line 3: label path '\.\./secret_label\.nii\.gz' points outside"):
-        reader(str(folder))
-
-
 # --------------------------------------------------------------------------------- checkpoints of another network
 FOREIGN = {  # the configured architecture is the smoke overlay's; the file comes from these settings
     "pig": {"channels": [8, 8, 16], "attention_levels": [False, False, False]},
@@ -222,122 +152,6 @@ def test_inference_refuses_weights_of_another_architecture_or_image_size(tmp_pat
     msg = str(cause(excinfo))
     assert f"{ckpt / 'guider.pt'} was trained at image_size 64" in msg and "--image_size 64" in msg
     assert not (tmp_path / "out" / "manifest.csv").exists()
-
-
-# ----------------------------------------------------------------------------------------- unwritable folders
-WORKFLOWS = [  # (workflow + overlay, run id, folder id)
-    (["train", "smoke.json"], "training", "ckpt_dir"),
-    (["inference", "smoke.json"], "inference", "output_dir"),
-    (["seg_train", "seg_smoke.json"], "training", "ckpt_dir"),
-    (["seg_evaluate", "seg_smoke.json"], "evaluating", "output_dir"),
-    (["seg_inference", "seg_smoke.json"], "inference", "output_dir"),
-]
-
-
-def _break_folder(kind: str, folder: Path, monkeypatch) -> None:
-    if kind == "file_in_the_way":
-        folder.write_text("not a folder")
-    elif kind == "read_only":
-        folder.mkdir()
-        folder.chmod(0o555)
-        try:  # root ignores mode bits (CAP_DAC_OVERRIDE): then this case cannot be produced with chmod
-            (folder / "probe").write_text("x")
-        except PermissionError:
-            return
-        (folder / "probe").unlink()
-        # Root: produce what the kernel returns to any other user for this folder (EACCES on file creation).
-        real_mkstemp = tempfile.mkstemp
-
-        def denied(*args, **kwargs):
-            if os.path.abspath(str(kwargs.get("dir", ""))) == str(folder):
-                raise PermissionError(errno.EACCES, "Permission denied")
-            return real_mkstemp(*args, **kwargs)
-
-        monkeypatch.setattr(tempfile, "mkstemp", denied)
-    elif kind == "disk_full":
-
-        def full(fd):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        monkeypatch.setattr(os, "fsync", full)  # delayed allocation: ext4/xfs report ENOSPC at fsync
-
-
-@pytest.mark.parametrize("kind", ["file_in_the_way", "read_only", "disk_full"])
-@pytest.mark.parametrize("configs, workflow, folder_id", WORKFLOWS, ids=[f"{c[0]}:{w}" for c, w, _ in WORKFLOWS])
-def test_unwritable_output_folder_fails_before_work_starts(tmp_path, monkeypatch, configs, workflow, folder_id, kind):
-    folder = tmp_path / "target"
-    cache, ckpt = tmp_path / "cache", tmp_path / "ckpt"
-    overrides = {"bundle_root": str(tmp_path), "cache_dir": str(cache), "ckpt_dir": str(ckpt),
-                 "input_dir": str(tmp_path / "inputs"), folder_id: str(folder)}  # fmt: skip
-    p = parser(*configs)
-    for key, value in overrides.items():
-        if key == folder_id or key in p:
-            p[key] = value
-    _break_folder(kind, folder, monkeypatch)
-    try:
-        with pytest.raises(RuntimeError) as excinfo:
-            p.get_parsed_content(workflow)
-    finally:
-        if folder.is_dir():
-            folder.chmod(0o755)
-    err = cause(excinfo)
-    assert isinstance(err, OSError) and f"cannot write to {folder_id} {folder}" in str(err), repr(err)
-    if kind == "read_only":
-        assert isinstance(err, PermissionError)
-    if kind == "disk_full":
-        assert err.errno == errno.ENOSPC
-    # Before work: no data prepared (training / evaluation), no checkpoint looked up (inference: ckpt_dir is empty,
-    # so a later failure would be 'weights not found' instead), no input listed (seg inference: inputs missing).
-    assert not cache.exists()
-
-
-# ------------------------------------------------------------------------------------------------ NaN losses
-def test_nan_loss_stops_the_guider_stage_and_keeps_the_last_good_checkpoint(tmp_path):
-    ckpt = tmp_path / "ckpt"
-    p = parser("train", "smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
-               cache_dir=str(tmp_path / "cache"), save_iteration_interval=1)  # fmt: skip
-    p["train#guider#trainer#loss_function"] = {"_target_": "reliability_helpers.NaNAfter",
-                                               "loss": "$torch.nn.MSELoss()", "n": 1}  # fmt: skip
-    with pytest.raises(RuntimeError) as excinfo:
-        p.get_parsed_content("training")
-    err = cause(excinfo)
-    assert isinstance(err, NonFiniteLossError)
-    resume = ckpt / "guider_checkpoint.pt"
-    assert f"guider: loss is nan at iteration 2 (epoch 1); training stopped, the last good checkpoint {resume}" in (
-        str(err)
-    )
-    kept = weights(resume)
-    assert kept["trainer"]["iteration"] == 1, "the checkpoint of the NaN iteration must not be written"
-    assert all(torch.isfinite(v).all() for v in kept["model"].values())
-    assert not (ckpt / "guider.pt").exists() and not (ckpt / "generator_checkpoint.pt").exists()
-
-
-def test_nan_loss_stops_segmentation_training_without_saving_nan_weights(tmp_path):
-    ckpt = tmp_path / "ckpt"
-    # inner_val_fraction 0: the trainer's own CheckpointSaver (save_final) is used, whose MONAI version saves the
-    # current, here NaN, weights as seg_model.pt when an exception ends the run.
-    p = parser("seg_train", "seg_smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
-               cache_dir=str(tmp_path / "cache"), inner_val_fraction=0.0)  # fmt: skip
-    p["loss"] = {"_target_": "reliability_helpers.NaNAfter", "n": 1,
-                 "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True}}  # fmt: skip
-    with pytest.raises(RuntimeError) as excinfo:
-        p.get_parsed_content("training")
-    err = cause(excinfo)
-    assert isinstance(err, NonFiniteLossError)
-    assert "segmentation: loss is nan at iteration 2 (epoch 1)" in str(err) and "no checkpoint had been" in str(err)
-    assert not (ckpt / "seg_model.pt").exists()
-
-
-@pytest.mark.parametrize(
-    "config, handlers_id",
-    [("train", "train#guider#handlers"), ("train", "train#generator#handlers"), ("seg_train", "train#handlers")],
-)  # fmt: skip
-def test_nan_guard_comes_before_every_checkpoint_writer(config, handlers_id):
-    """ignite runs ITERATION_COMPLETED handlers in attachment order: the guard must raise before any save."""
-    targets = [h["_target_"] if isinstance(h, dict) else h for h in parser(config)[handlers_id]]
-    guard = targets.index("scripts.common.guards.StopOnNonFiniteLoss")
-    writers = [i for i, t in enumerate(targets) if "Checkpointer" in t or "CheckpointSaver" in t or "ema" in t]
-    assert writers and all(guard < i for i in writers), targets
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes

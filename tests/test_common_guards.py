@@ -1,0 +1,130 @@
+"""Run guards (``scripts.common.guards``): unwritable output folders fail before any work, a NaN loss stops training
+before its weights could be saved and names the checkpoint kept."""
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import cause, parser, weights
+
+from scripts.common.guards import NonFiniteLossError
+
+# ----------------------------------------------------------------------------------------- unwritable folders
+WORKFLOWS = [  # (workflow + overlay, run id, folder id)
+    (["train", "smoke.json"], "training", "ckpt_dir"),
+    (["inference", "smoke.json"], "inference", "output_dir"),
+    (["seg_train", "seg_smoke.json"], "training", "ckpt_dir"),
+    (["seg_evaluate", "seg_smoke.json"], "evaluating", "output_dir"),
+    (["seg_inference", "seg_smoke.json"], "inference", "output_dir"),
+]
+
+
+def _break_folder(kind: str, folder: Path, monkeypatch) -> None:
+    if kind == "file_in_the_way":
+        folder.write_text("not a folder")
+    elif kind == "read_only":
+        folder.mkdir()
+        folder.chmod(0o555)
+        try:  # root ignores mode bits (CAP_DAC_OVERRIDE): then this case cannot be produced with chmod
+            (folder / "probe").write_text("x")
+        except PermissionError:
+            return
+        (folder / "probe").unlink()
+        # Root: produce what the kernel returns to any other user for this folder (EACCES on file creation).
+        real_mkstemp = tempfile.mkstemp
+
+        def denied(*args, **kwargs):
+            if os.path.abspath(str(kwargs.get("dir", ""))) == str(folder):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_mkstemp(*args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+    elif kind == "disk_full":
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)  # delayed allocation: ext4/xfs report ENOSPC at fsync
+
+
+@pytest.mark.parametrize("kind", ["file_in_the_way", "read_only", "disk_full"])
+@pytest.mark.parametrize("configs, workflow, folder_id", WORKFLOWS, ids=[f"{c[0]}:{w}" for c, w, _ in WORKFLOWS])
+def test_unwritable_output_folder_fails_before_work_starts(tmp_path, monkeypatch, configs, workflow, folder_id, kind):
+    folder = tmp_path / "target"
+    cache, ckpt = tmp_path / "cache", tmp_path / "ckpt"
+    overrides = {"bundle_root": str(tmp_path), "cache_dir": str(cache), "ckpt_dir": str(ckpt),
+                 "input_dir": str(tmp_path / "inputs"), folder_id: str(folder)}  # fmt: skip
+    p = parser(*configs)
+    for key, value in overrides.items():
+        if key == folder_id or key in p:
+            p[key] = value
+    _break_folder(kind, folder, monkeypatch)
+    try:
+        with pytest.raises(RuntimeError) as excinfo:
+            p.get_parsed_content(workflow)
+    finally:
+        if folder.is_dir():
+            folder.chmod(0o755)
+    err = cause(excinfo)
+    assert isinstance(err, OSError) and f"cannot write to {folder_id} {folder}" in str(err), repr(err)
+    if kind == "read_only":
+        assert isinstance(err, PermissionError)
+    if kind == "disk_full":
+        assert err.errno == errno.ENOSPC
+    # Before work: no data prepared (training / evaluation), no checkpoint looked up (inference: ckpt_dir is empty,
+    # so a later failure would be 'weights not found' instead), no input listed (seg inference: inputs missing).
+    assert not cache.exists()
+
+
+# ------------------------------------------------------------------------------------------------ NaN losses
+def test_nan_loss_stops_the_guider_stage_and_keeps_the_last_good_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    p = parser("train", "smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
+               cache_dir=str(tmp_path / "cache"), save_iteration_interval=1)  # fmt: skip
+    p["train#guider#trainer#loss_function"] = {"_target_": "reliability_helpers.NaNAfter",
+                                               "loss": "$torch.nn.MSELoss()", "n": 1}  # fmt: skip
+    with pytest.raises(RuntimeError) as excinfo:
+        p.get_parsed_content("training")
+    err = cause(excinfo)
+    assert isinstance(err, NonFiniteLossError)
+    resume = ckpt / "guider_checkpoint.pt"
+    assert f"guider: loss is nan at iteration 2 (epoch 1); training stopped, the last good checkpoint {resume}" in (
+        str(err)
+    )
+    kept = weights(resume)
+    assert kept["trainer"]["iteration"] == 1, "the checkpoint of the NaN iteration must not be written"
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert not (ckpt / "guider.pt").exists() and not (ckpt / "generator_checkpoint.pt").exists()
+
+
+def test_nan_loss_stops_segmentation_training_without_saving_nan_weights(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    # inner_val_fraction 0: the trainer's own CheckpointSaver (save_final) is used, whose MONAI version saves the
+    # current, here NaN, weights as seg_model.pt when an exception ends the run.
+    p = parser("seg_train", "seg_smoke.json", bundle_root=str(tmp_path), ckpt_dir=str(ckpt),
+               cache_dir=str(tmp_path / "cache"), inner_val_fraction=0.0)  # fmt: skip
+    p["loss"] = {"_target_": "reliability_helpers.NaNAfter", "n": 1,
+                 "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True}}  # fmt: skip
+    with pytest.raises(RuntimeError) as excinfo:
+        p.get_parsed_content("training")
+    err = cause(excinfo)
+    assert isinstance(err, NonFiniteLossError)
+    assert "segmentation: loss is nan at iteration 2 (epoch 1)" in str(err) and "no checkpoint had been" in str(err)
+    assert not (ckpt / "seg_model.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "config, handlers_id",
+    [("train", "train#guider#handlers"), ("train", "train#generator#handlers"), ("seg_train", "train#handlers")],
+)  # fmt: skip
+def test_nan_guard_comes_before_every_checkpoint_writer(config, handlers_id):
+    """ignite runs ITERATION_COMPLETED handlers in attachment order: the guard must raise before any save."""
+    targets = [h["_target_"] if isinstance(h, dict) else h for h in parser(config)[handlers_id]]
+    guard = targets.index("scripts.common.guards.StopOnNonFiniteLoss")
+    writers = [i for i, t in enumerate(targets) if "Checkpointer" in t or "CheckpointSaver" in t or "ema" in t]
+    assert writers and all(guard < i for i in writers), targets
+
+
