@@ -123,3 +123,22 @@ def tiny_unet(in_channels: int = 2, channels: tuple[int, ...] = (8, 8), seed: in
         norm_num_groups=8,
         num_head_channels=8,
     )
+
+
+def write_dicom(path: Path, frames, photometric: str = "MONOCHROME2", **tags) -> Path:
+    """A minimal Breast Tomosynthesis Image Storage DICOM file (multi-frame when ``frames`` is 3-D) with pydicom; bit
+    depth and signedness follow ``frames.dtype``; extra ``tags`` are set on the dataset."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.13.1.3"  # Breast Tomosynthesis Image Storage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.set_pixel_data(frames, photometric_interpretation=photometric, bits_stored=8 * frames.dtype.itemsize)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -32,9 +32,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import write_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from scripts.data.case import DataError
 from scripts.data.duke import REQUIRED_COLUMNS, ellipse_mask
@@ -79,21 +79,6 @@ def write_itk(path: Path, shw: np.ndarray, spacing=(1.0, 0.1, 0.1), is_vector: b
     if not is_vector and shw.ndim == 3:
         img.SetSpacing((spacing[2], spacing[1], spacing[0]))
     itk.imwrite(img, str(path))
-    return path
-
-
-def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", **tags) -> Path:
-    """Minimal (multi-frame when ``frames`` is 3-D) DICOM file; bit depth and signedness follow ``frames.dtype``."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.13.1.3"  # Breast Tomosynthesis Image Storage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.set_pixel_data(frames, photometric_interpretation=photometric, bits_stored=8 * frames.dtype.itemsize)
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
     return path
 
 

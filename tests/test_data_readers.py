@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import write_dicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from scripts.data.case import DataError
 from scripts.data.readers import check_mask, check_pair, read_array, read_case, read_mask, split_extension
@@ -18,21 +17,6 @@ from scripts.data.readers import check_mask, check_pair, read_array, read_case, 
 
 def _volume(shape=(3, 6, 8)) -> np.ndarray:
     return np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
-
-
-def write_dicom(path: Path, frames: np.ndarray, photometric="MONOCHROME2", **tags) -> Path:
-    """Minimal gray DICOM (multi-frame when ``frames`` is 3-D); extra ``tags`` are set on the dataset."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.13.1.3"  # Breast Tomosynthesis Image Storage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.set_pixel_data(frames.astype(np.uint16), photometric_interpretation=photometric, bits_stored=16)
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _item(**tags) -> Dataset:
