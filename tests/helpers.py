@@ -142,3 +142,73 @@ def write_dicom(path: Path, frames, photometric: str = "MONOCHROME2", **tags) ->
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_dbt(
+    path: Path,
+    frames,
+    photometric: str = "MONOCHROME2",
+    pixel_spacing=(0.1, 0.085),
+    slice_thickness: float = 1.0,
+    orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    origin=(0.0, 0.0, 0.0),
+    step_mm: float = 1.0,
+    windows=None,
+    rescales=None,
+    laterality: str | None = "R",
+    **tags,
+) -> Path:
+    """An enhanced Breast Tomosynthesis Image Storage file (:func:`write_dicom`) with its functional groups.
+
+    ``frames`` ``(S, H, W)``. Shared group: Pixel Measures (``pixel_spacing`` = (between rows, between columns) mm,
+    ``slice_thickness``), Plane Orientation (``orientation``), Frame Anatomy (``laterality``). Per frame ``k``: Plane
+    Position ``origin + k × step_mm × normal`` (normal = IOP[:3] × IOP[3:]), and when given a Frame VOI LUT item
+    (``windows[k]`` = ``(centre, width, function)``, function ``None`` leaves VOILUTFunction out) and a Pixel Value
+    Transformation item (``rescales[k]`` = ``(slope, intercept)``). Also sets Frame of Reference, Study and Series
+    UIDs and ``tags``."""
+    import numpy as np
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    def item(**values):
+        ds = Dataset()
+        for key, value in values.items():
+            setattr(ds, key, value)
+        return ds
+
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row, col)
+    shared = item(
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=list(pixel_spacing), SliceThickness=slice_thickness)]),
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[float(v) for v in orientation])]),
+    )
+    if laterality:
+        shared.FrameAnatomySequence = Sequence([item(FrameLaterality=laterality)])
+    per_frame = []
+    for k in range(frames.shape[0]):
+        position = np.asarray(origin, float) + k * step_mm * normal
+        ipp = [round(float(v), 6) for v in position]  # DS: at most 16 characters
+        group = item(PlanePositionSequence=Sequence([item(ImagePositionPatient=ipp)]))
+        if windows is not None:
+            centre, width, function = windows[k]
+            voi = item(WindowCenter=centre, WindowWidth=width)
+            if function is not None:
+                voi.VOILUTFunction = function
+            group.FrameVOILUTSequence = Sequence([voi])
+        if rescales is not None:
+            slope, intercept = rescales[k]
+            group.PixelValueTransformationSequence = Sequence(
+                [item(RescaleSlope=slope, RescaleIntercept=intercept, RescaleType="US")]
+            )
+        per_frame.append(group)
+    defaults = {
+        "FrameOfReferenceUID": generate_uid(),
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": generate_uid(),
+        "Modality": "MG",
+    }
+    return write_dicom(
+        path, frames, photometric, SharedFunctionalGroupsSequence=Sequence([shared]),
+        PerFrameFunctionalGroupsSequence=Sequence(per_frame), **{**defaults, **tags},
+    )  # fmt: skip

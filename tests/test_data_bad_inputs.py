@@ -472,6 +472,9 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, layout):
         write_image, mask_ext, spacing = writers[layout]
         mask = label[1:2] if layout == "folder_png" else label
         write_mask = write_itk if mask_ext == ".nrrd" else write_nifti  # same tool as the image: same orientation
+        if layout == "folder_dicom_series":  # the series' geometry (IOP [1,0,0,0,1,0]) as NIfTI (x, y, z) = (h, w, s)
+            write_mask = lambda p, a, s: write_nifti(p, a, s, affine=np.array(  # noqa: E731
+                [[0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float))  # fmt: skip
         root = folder_dataset(root, {name: (write_image, lambda d: write_mask(d / f"{name}{mask_ext}", mask, spacing))})
     result = prepare(root, tmp_path)
     items = result["train"] + result["validation"]

@@ -4,7 +4,10 @@
   ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, ``.dcm``, ``.png``, ``.jpg``, ``.jpeg``.
 * A single-frame DICOM series is a sub-folder ``images/<case>/`` of ``.dcm`` files; its mask is ``labels/<case>.<ext>``
   or a sub-folder ``labels/<case>/``.
-* ``patients.csv`` (columns ``case,patient``) maps cases to patients; cases it does not list are their own patient.
+* ``patients.csv`` (columns ``case,patient``) maps cases to patients. A case it does not list whose image is DICOM
+  with a Patient ID (0010,0020) belongs to the pseudonym of that ID (:mod:`scripts.data.pseudonym`), so the studies
+  of one patient in a PACS export stay on one side of the split; the ID itself (and the Patient Name) never reaches a
+  case, the datalist, a log line or an error. Any other case is its own patient.
 * ``.raw``/``.zraw`` files next to ``.mhd`` headers and hidden files are ignored.
 """
 
@@ -16,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .case import Case, DataError
+from .dicom import DICOM_EXTENSIONS, dicom_patient_id
+from .pseudonym import default_salt_dir, pseudonymise, site_salt
 from .readers import IMAGE_EXTENSIONS, read_case, split_extension
 
 __all__ = ["is_folder_layout", "list_folder_pairs", "load_folder_cases"]
@@ -81,12 +86,52 @@ def _patients(root: Path) -> dict[str, str]:
     return mapping
 
 
-def list_folder_pairs(dataset_dir: str | Path) -> list[tuple[str, str, Path, Path]]:
+def _is_dicom(path: Path) -> bool:
+    return path.is_dir() or split_extension(path)[1] in DICOM_EXTENSIONS
+
+
+def _dicom_patients(cases: dict[str, Path], salt: str | None) -> dict[str, str]:
+    """``case → pseudonym`` of the DICOM Patient ID of each image in ``cases`` that has one (salt read lazily)."""
+    found: dict[str, str] = {}
+    for stem, image in sorted(cases.items()):
+        if not _is_dicom(image):
+            continue
+        identifier = dicom_patient_id(image)
+        if identifier is None:
+            continue
+        if salt is None:
+            salt = site_salt(default_salt_dir())
+        found[stem] = pseudonymise(identifier, salt)
+    if found:
+        logger.info("%d case(s) grouped into %d patient(s) by DICOM Patient ID (pseudonymised)", len(found),
+                    len(set(found.values())))  # fmt: skip
+        if len(found) > 1 and len(set(found.values())) == 1:
+            # e.g. IDs blanked to one constant by an anonymiser: a split needs at least two patients
+            logger.warning(
+                "all %d DICOM cases have the same Patient ID, so they form one patient (%s); if they are different "
+                "patients, list them in patients.csv",
+                len(found),
+                next(iter(found.values())),
+            )
+    return found
+
+
+def list_folder_pairs(dataset_dir: str | Path, salt: str | None = None) -> list[tuple[str, str, Path, Path]]:
     """``(case_id, patient_id, image_path, mask_path)`` for every case of the folder layout, sorted by case.
+
+    ``patient_id``: the ``patients.csv`` row of the case; else, for a DICOM image with a Patient ID (0010,0020),
+    ``pseudonymise(PatientID, salt)`` (``"P"`` + 16 hex digits, :func:`scripts.data.pseudonym.pseudonymise`); else
+    the case id.
+
+    Args:
+        salt: pseudonym salt, normally ``scripts.data.pseudonym.site_salt(cache_dir)``; ``None``: the salt file in
+            :func:`~scripts.data.pseudonym.default_salt_dir` (``$XDG_CACHE_HOME/pig``, default ``~/.cache/pig``),
+            read or created only when a DICOM Patient ID is used.
 
     Raises:
         DataError: no ``images/``/``labels/`` folder, no case, an image without a mask or a mask without an image,
-            two files for one case, an unsupported file, or a malformed ``patients.csv`` (names the path).
+            two files for one case, an unsupported file, a malformed ``patients.csv``, an unreadable DICOM header or
+            a series of several Patient IDs, or an unusable salt file (names the path, never a Patient ID).
     """
     root = Path(dataset_dir)
     if not is_folder_layout(root):
@@ -99,16 +144,19 @@ def list_folder_pairs(dataset_dir: str | Path) -> list[tuple[str, str, Path, Pat
     for stem in sorted(labels.keys() - images.keys()):
         raise DataError(f"{labels[stem]}: mask without an image (expected images/{stem}.<ext>)")
     patients = _patients(root)
+    dicom = _dicom_patients({stem: path for stem, path in images.items() if stem not in patients}, salt)
+    patients = {**dicom, **patients}
     return [(stem, patients.get(stem, stem), images[stem], labels[stem]) for stem in sorted(images)]
 
 
-def load_folder_cases(dataset_dir: str | Path) -> Iterator[Case]:
+def load_folder_cases(dataset_dir: str | Path, salt: str | None = None) -> Iterator[Case]:
     """Yield one :class:`Case` per image/mask pair of the folder layout (read lazily, one at a time).
 
-    ``breast_side`` is ``None`` (detected later from intensities); ``meta`` gets the DICOM laterality/view if any.
+    ``breast_side`` is ``None`` (detected later from intensities); ``meta`` gets the DICOM laterality/view if any;
+    ``patient_id`` and ``salt`` as in :func:`list_folder_pairs`.
 
     Raises:
         DataError: see :func:`list_folder_pairs` and :func:`scripts.data.readers.read_case`.
     """
-    for case_id, patient_id, image_path, mask_path in list_folder_pairs(dataset_dir):
+    for case_id, patient_id, image_path, mask_path in list_folder_pairs(dataset_dir, salt):
         yield read_case(image_path, mask_path, case_id=case_id, patient_id=patient_id)
