@@ -2,12 +2,10 @@
 before any write; every manifest reader refuses paths outside the folder."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import tiny_unet
-from monai.data import FolderLayout
 from monai.networks.schedulers import DDIMScheduler
 from test_seg_synthetic import make_pig_folder, rewrite_manifest
 
@@ -34,14 +32,14 @@ def test_outputs_are_never_overwritten_and_the_refusal_comes_before_any_write(tm
     with pytest.raises(FileExistsError, match="refusing to overwrite .*manifest.csv"):
         generate_pairs(_inferer(), tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval(), 2, 2, 0, 16, str(out))
     assert os.listdir(out) == ["manifest.csv"] and (out / "manifest.csv").read_text() == "earlier run\n"
-    # Segmentation inference: an existing mask named as SaveImaged would name it.
-    layout = FolderLayout(str(tmp_path / "pred"), postfix="pred", extension=".nii.gz", parent=False, makedirs=True)
+    # Segmentation inference: an existing mask (in any of the chosen formats) is found before anything is written.
     items = [{"image": str(tmp_path / "in" / f"c{i}_image.nii.gz")} for i in range(2)]
-    target = Path(layout.filename(subject=items[1]["image"]))
-    target.parent.mkdir(parents=True, exist_ok=True)  # FolderLayout(makedirs=True) made it
+    target = tmp_path / "pred" / "c1_image_pred.seg.nrrd"
+    target.parent.mkdir(parents=True)
     target.write_bytes(b"earlier")
+    check_outputs(items, str(tmp_path / "pred"), "nifti")
     with pytest.raises(FileExistsError, match=f"refusing to overwrite {target}"):
-        check_outputs(items, layout)
+        check_outputs(items, str(tmp_path / "pred"), "nifti,seg.nrrd")
     # pair_stats --grid
     grid = tmp_path / "grid.png"
     grid.write_bytes(b"earlier")
@@ -61,3 +59,36 @@ def test_every_manifest_reader_refuses_paths_outside_the_folder(tmp_path, reader
         reader(str(folder))
 
 
+
+
+# ----------------------------------------------------------------------------------------------- output formats
+def test_generated_pairs_in_every_output_format_read_back_as_the_nifti_pair(tmp_path):
+    """``output_formats`` adds a ``.seg.nrrd`` on the NIfTI grid and a synthetic DICOM image with its SEG, one series
+    per run; each reads back equal to the NIfTI pair (image within one 16-bit step)."""
+    import pydicom
+
+    from scripts.data.readers import read_array
+    from scripts.export import read_dicom_seg, read_seg_nrrd
+
+    out = tmp_path / "pairs"
+    rows = generate_pairs(_inferer(), tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval(), 2, 2, 0, 16, str(out),
+                          spacing_mm=(0.2, 0.3), output_formats="nifti,seg.nrrd,dicom_seg")  # fmt: skip
+    series = set()
+    for row in rows:
+        label, spacing, info = read_array(out / row["label"])
+        image, _, _ = read_array(out / row["image"])
+        seg, affine, segments = read_seg_nrrd(out / f"{row['id']}_label.seg.nrrd")
+        assert np.array_equal(seg, label) and np.allclose(affine, info["affine_ras"])
+        assert segments[0]["name"] == "mass"
+        ds = pydicom.dcmread(out / f"{row['id']}_image.dcm")
+        assert ds.SyntheticData == "YES" and ds.PatientID.startswith("PIG-SYN-")
+        assert [float(v) for v in ds.PixelSpacing] == [0.2, 0.3]
+        dicom_image, _, _ = read_array(out / f"{row['id']}_image.dcm")
+        assert np.abs(dicom_image - image).max() <= 1 / 65535 + 1e-6
+        assert np.array_equal(read_dicom_seg(out / f"{row['id']}_label_seg.dcm", [ds]), label)
+        series.add(ds.SeriesInstanceUID)
+    assert len(series) == 1  # one series per run
+    with pytest.raises(ValueError, match="unknown output format 'png'"):
+        generate_pairs(_inferer(), tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval(), 1, 1, 0, 16,
+                       str(tmp_path / "other"), output_formats="nifti,png")  # fmt: skip
+    assert not (tmp_path / "other").exists()

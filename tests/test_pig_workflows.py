@@ -54,6 +54,14 @@ def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
         bundle_run(
             "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3"
         )
+    # --output_formats adds the 3D Slicer and DICOM files beside the NIfTI pairs.
+    more = tmp_path / "formats"
+    bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(more), "--num_samples", "1",
+               "--output_formats", "nifti,seg.nrrd,dicom_seg")  # fmt: skip
+    check_pairs(more, 1, 32)
+    assert sorted(p.name for p in more.glob("pig-s0-00000_*") if not p.name.endswith(".nii.gz")) == [
+        "pig-s0-00000_image.dcm", "pig-s0-00000_label.seg.nrrd", "pig-s0-00000_label_seg.dcm"
+    ]  # fmt: skip
 
 
 def test_smoke_training_and_inference_on_duke_slices(tmp_path, duke_dir, duke_cache):

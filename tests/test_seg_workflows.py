@@ -72,6 +72,37 @@ def test_seg_smoke_on_embedded_phantom_train_evaluate_infer(tmp_path, seg_cache)
                    check=False)  # fmt: skip
     assert proc.returncode != 0 and "refusing to overwrite" in proc.stdout + proc.stderr
     assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("*_pred.nii.gz"))} == before
+    _raw_inference(ckpt, tmp_path)
+
+
+def _raw_inference(ckpt: Path, tmp_path: Path) -> None:
+    """The patch-mode smoke segmenter on raw files (PNG, 3-D NIfTI, DBT multi-frame DICOM) as ``monai.bundle run``
+    runs it: every mask has its source's shape and geometry, in every format (the lesion positions are checked with an
+    oracle network in ``test_data_source.py``; a 1-epoch model predicts noise)."""
+    from test_data_source import _raw_files
+
+    from scripts.data.dicom import read_dicom_datasets
+    from scripts.data.readers import read_array
+    from scripts.export import read_dicom_seg, read_seg_nrrd
+
+    files = _raw_files(tmp_path / "raw")
+    out = tmp_path / "raw pred"
+    seg_run("inference", "--ckpt_dir", str(ckpt), "--input_dir", str(tmp_path / "raw"), "--output_dir", str(out),
+            "--output_formats", "nifti,seg.nrrd,dicom_seg")  # fmt: skip
+    for path in files:
+        stem = path.name.split(".")[0]
+        mask, spacing, info = read_array(out / f"{stem}_pred.nii.gz")
+        src, src_spacing, src_info = read_array(path)
+        assert mask.shape == src.shape and np.allclose(spacing, src_spacing)
+        assert set(np.unique(mask)) <= {0, 1}
+        if "affine_ras" in src_info:
+            assert np.allclose(info["affine_ras"], src_info["affine_ras"])
+        seg, _, _ = read_seg_nrrd(out / f"{stem}_pred.seg.nrrd")
+        assert np.array_equal(seg, mask)
+        if path.suffix == ".dcm":
+            assert np.array_equal(read_dicom_seg(out / f"{stem}_pred_seg.dcm", read_dicom_datasets(path)), mask)
+        else:
+            assert not (out / f"{stem}_pred_seg.dcm").exists()
 
 
 def _phantom_cache(cache: Path) -> Path:

@@ -21,6 +21,7 @@ __all__ = [
     "environment",
     "cli_config",
     "record_run",
+    "read_dataset_summary",
     "training_spacing",
     "write_dataset_summary",
     "check_image_size",
@@ -163,15 +164,20 @@ def training_spacing(ckpt_dir: str, default: float = 1.0) -> list[float]:
     return [float(default), float(default)]
 
 
-def write_dataset_summary(ckpt_dir: str, datalist: dict) -> str:
-    """Write ``<ckpt_dir>/dataset.json``: counts, spacing, image size, cache folder and the patients of each split.
+def write_dataset_summary(ckpt_dir: str, datalist: dict, filename: str = "dataset.json") -> str:
+    """Write ``<ckpt_dir>/<filename>``: counts, spacing, image size, the preparation settings, cache folder and the
+    patients of each split.
 
     ``image_size`` (from ``datalist["params"]``) lets inference and later training runs refuse weights trained at
-    another size (:func:`check_image_size`): conv weights alone load at any size.
+    another size (:func:`check_image_size`): conv weights alone load at any size. ``params`` (every preparation
+    setting: ``crop_mode``, ``window_percentiles``, ...) and ``spacing_mm`` (median mm per network pixel) let
+    inference on raw images repeat the training's preprocessing (:func:`read_dataset_summary`). The segmenter writes
+    ``seg_preparation.json``, so that it can share a ``ckpt_dir`` with the diffusion networks.
     """
     summary = {
         "image_size": (datalist.get("params") or {}).get("image_size"),
         "spacing_mm": datalist.get("spacing_mm"),
+        "params": datalist.get("params"),
         "cache": datalist.get("cache"),
         "counts": datalist.get("counts"),
         "train_patients": sorted({d.get("patient_id") for d in datalist.get("train", [])}),
@@ -180,12 +186,21 @@ def write_dataset_summary(ckpt_dir: str, datalist: dict) -> str:
         "num_validation_slices": len(datalist.get("validation", [])),
     }
     os.makedirs(ckpt_dir, exist_ok=True)
-    path = os.path.join(ckpt_dir, "dataset.json")
+    path = os.path.join(ckpt_dir, filename)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
     os.replace(tmp, path)
     return path
+
+
+def read_dataset_summary(ckpt_dir: str, filename: str = "dataset.json") -> dict | None:
+    """The summary :func:`write_dataset_summary` wrote into ``ckpt_dir``, or ``None`` when there is none."""
+    path = os.path.join(ckpt_dir, filename)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def check_image_size(ckpt_dir: str, image_size: int, files: Sequence[str]) -> None:

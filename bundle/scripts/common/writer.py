@@ -25,6 +25,7 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "checkpoint_column",
+    "extra_paths",
     "write_samples",
 ]
 
@@ -154,6 +155,41 @@ def checkpoint_column(path: str) -> str:
     return f"{os.path.basename(path)}:sha256={file_sha256(path)[:16]}"
 
 
+def extra_paths(output_dir: str, sample_id: str, formats: Sequence[str]) -> dict[str, str | tuple[str, str]]:
+    """The files of a pair's extra formats: ``seg.nrrd`` → ``<id>_label.seg.nrrd``; ``dicom_seg`` →
+    ``(<id>_image.dcm, <id>_label_seg.dcm)``; ``nifti`` has none here (:func:`pair_paths`)."""
+    out: dict = {}
+    if "seg.nrrd" in formats:
+        out["seg.nrrd"] = os.path.join(output_dir, f"{sample_id}_label.seg.nrrd")
+    if "dicom_seg" in formats:
+        out["dicom_image"] = os.path.join(output_dir, f"{sample_id}_image.dcm")
+        out["dicom_seg"] = os.path.join(output_dir, f"{sample_id}_label_seg.dcm")
+    return out
+
+
+def _synthetic_series() -> dict:
+    """One study and series for the DICOM images of one run (a PACS shows them together)."""
+    from pydicom.uid import generate_uid
+
+    return {"study_instance_uid": generate_uid(), "series_instance_uid": generate_uid()}
+
+
+def _write_extra(image, label, paths: Mapping[str, str], spacing_mm: Sequence[float], series: dict, index: int):
+    from scripts.export.nifti import grid_affine
+    from scripts.export.seg_nrrd import write_seg_nrrd
+    from scripts.export.synthetic_dicom import write_synthetic_pair
+
+    mask = torch.as_tensor(label).detach().cpu().reshape(1, *label.shape[-2:]).numpy().astype(np.uint8)
+    if "seg.nrrd" in paths:  # on the grid of the NIfTI image written beside it
+        write_seg_nrrd(mask, grid_affine(None, (1.0, *spacing_mm)), paths["seg.nrrd"])
+    if "dicom_seg" in paths:
+        pixels = torch.as_tensor(image).detach().cpu().reshape(image.shape[-2:]).numpy().astype(np.float64)
+        write_synthetic_pair(
+            np.clip(pixels, 0.0, 1.0), mask, spacing_mm, paths["dicom_image"], paths["dicom_seg"],
+            instance_number=index + 1, **series,
+        )  # fmt: skip
+
+
 def write_samples(
     sample_batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor | None, list[dict] | None]],
     num_samples: int,
@@ -165,6 +201,7 @@ def write_samples(
     columns: Mapping[str, object] | None = None,
     fields: Sequence[str] = MANIFEST_FIELDS,
     with_masks: bool = True,
+    output_formats: str | Sequence[str] = ("nifti",),
 ) -> list[dict]:
     """Sample in batches and write every sample plus ``manifest.csv`` into ``output_dir`` (any generator).
 
@@ -185,20 +222,32 @@ def write_samples(
         columns: constant extra columns.
         fields: manifest columns, in order (must hold every key written).
         with_masks: whether ``sample_batch`` returns masks (decides which files are checked before writing).
+        output_formats: besides the NIfTI pair (always written: the manifest and the evaluation read it),
+            ``"seg.nrrd"`` adds ``<id>_label.seg.nrrd`` (a 3D Slicer segmentation on the NIfTI image's grid) and
+            ``"dicom_seg"`` adds ``<id>_image.dcm`` (a Secondary Capture image marked Synthetic Data YES, one series
+            per run) with ``<id>_label_seg.dcm`` (its DICOM SEG); see :mod:`scripts.export`.
 
     Returns:
         The manifest rows.
 
     Raises:
-        ValueError: ``num_samples`` or ``batch_size`` < 1.
+        ValueError: ``num_samples`` or ``batch_size`` < 1; an unknown output format, or ``seg.nrrd`` / ``dicom_seg``
+            without masks.
         FileExistsError: a target file or ``manifest.csv`` exists already (nothing is written).
     """
+    from scripts.export.formats import check_output_formats
+
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
+    extra = [f for f in check_output_formats(output_formats) if f != "nifti"]
+    if extra and not with_masks:
+        raise ValueError(f"output formats {extra} hold masks, but this generator makes images only; use nifti")
     ids = [f"{id_prefix}-s{seed}-{i:05d}" for i in range(num_samples)]
     manifest = os.path.join(output_dir, "manifest.csv")
     targets = [p for sid in ids for p in pair_paths(output_dir, sid)[: 2 if with_masks else 1]] + [manifest]
+    targets += [p for sid in ids for p in extra_paths(output_dir, sid, extra).values()]
     check_free(targets)
+    series = _synthetic_series() if "dicom_seg" in extra else {}
     rows = []
     for start in range(0, num_samples, batch_size):
         index = list(range(start, min(start + batch_size, num_samples)))
@@ -207,6 +256,8 @@ def write_samples(
             image_path, label_path = pair_paths(output_dir, ids[i])
             label = None if labels is None else labels[k]
             write_pair(images[k], label, image_path, label_path, spacing_mm)
+            if extra:
+                _write_extra(images[k], label, extra_paths(output_dir, ids[i], extra), spacing_mm, series, i)
             rows.append(
                 {
                     "id": ids[i],

@@ -31,9 +31,11 @@ __all__ = [
     "CropBreastRegion",
     "CropBreastRegiond",
     "slice_window",
+    "crop_square",
     "patch_window",
     "background_window",
     "square_window",
+    "resize_image",
     "square_slice",
     "lesion_patch",
     "background_patch",
@@ -123,23 +125,32 @@ class CropBreastRegiond(MapTransform):
         return d
 
 
-def _resize(image: np.ndarray, label: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize ``(h, w)`` image and mask to ``(image_size, image_size)``.
+def resize_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize an ``(h, w)`` slice in [-1, 1] to ``shape`` = ``(rows, cols)``: Gaussian anti-aliasing along each axis
+    that shrinks, then bilinear (pixel centres aligned, ``align_corners=False``), clipped to [-1, 1].
 
-    Image: Gaussian anti-aliasing when shrinking, then bilinear. Mask: area averaging, then ``≥ 0.5`` (a lesion
-    thinner than about one output pixel can vanish; callers check).
+    Returns:
+        float32 ``(rows, cols)`` in [-1, 1].
     """
-    size = (image_size, image_size)
     image = as_float32(image)
     # anti-aliasing as in skimage/MONAI (sigma = (scale - 1) / 2), but with edge-replicating borders: MONAI's
     # zero-padded Gaussian would lift the -1 background at the borders towards 0 (a bright frame).
-    sigma = [max((n / image_size - 1) / 2, 0.0) for n in image.shape]
+    sigma = [max((n / int(m) - 1) / 2, 0.0) for n, m in zip(image.shape, shape, strict=True)]
     if any(sigma):
         image = ndimage.gaussian_filter(image, sigma, mode="nearest")
-    img = Resize(size, mode="bilinear", anti_aliasing=False)(image[None])
+    img = Resize(tuple(int(m) for m in shape), mode="bilinear", anti_aliasing=False)(image[None])
+    return np.clip(convert_to_numpy(img, dtype=np.float32)[0], -1.0, 1.0)
+
+
+def _resize(image: np.ndarray, label: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize ``(h, w)`` image and mask to ``(image_size, image_size)``.
+
+    Image: :func:`resize_image`. Mask: area averaging, then ``≥ 0.5`` (a lesion thinner than about one output pixel
+    can vanish; callers check).
+    """
+    size = (image_size, image_size)
     lab = Resize(size, mode="area")(label[None].astype(np.float32))
-    img = np.clip(convert_to_numpy(img, dtype=np.float32)[0], -1.0, 1.0)
-    return img, (convert_to_numpy(lab)[0] >= 0.5).astype(np.uint8)
+    return resize_image(image, size), (convert_to_numpy(lab)[0] >= 0.5).astype(np.uint8)
 
 
 def square_slice(
@@ -181,7 +192,7 @@ def slice_window(height: int, width: int) -> tuple[int, int, int]:
     return -((side - int(height)) // 2), 0, side
 
 
-def _crop_square(array: np.ndarray, r0: int, c0: int, side: int, pad_value: float) -> np.ndarray:
+def crop_square(array: np.ndarray, r0: int, c0: int, side: int, pad_value: float) -> np.ndarray:
     """``array[r0:r0+side, c0:c0+side]`` of an ``(H, W)`` array, padded with ``pad_value`` where it leaves the image."""
     h, w = array.shape
     out = np.full((side, side), pad_value, dtype=np.float32)
@@ -311,8 +322,8 @@ def square_window(
         ``(image (n, n) float32 in [-1, 1], label (n, n) uint8 {0, 1}, (row_mm, col_mm) = spacing × side / n)``.
     """
     r0, c0, side = window
-    img = _crop_square(np.asarray(image, np.float32), r0, c0, side, -1.0)
-    lab = _crop_square(np.asarray(label, np.float32), r0, c0, side, 0.0)
+    img = crop_square(np.asarray(image, np.float32), r0, c0, side, -1.0)
+    lab = crop_square(np.asarray(label, np.float32), r0, c0, side, 0.0)
     img, lab = _resize(img, lab, image_size)
     scale = side / image_size
     return img, lab, (float(spacing[0]) * scale, float(spacing[1]) * scale)

@@ -66,6 +66,7 @@ def generate_pairs(
     checkpoints: Sequence[str] = (),
     device: str | torch.device = "cpu",
     id_prefix: str = "pig",
+    output_formats: str | Sequence[str] = ("nifti",),
 ) -> list[dict]:
     """Generate ``num_samples`` (mask, slice) pairs and write them into ``output_dir``.
 
@@ -84,6 +85,7 @@ def generate_pairs(
         spacing_mm: (row, column) pixel spacing for the NIfTI affine, e.g. the training data's.
         checkpoints: (guider, generator) weight files, recorded with their SHA-256 in the manifest.
         device: where the networks run.
+        output_formats: extra files per pair besides NIfTI (``seg.nrrd``, ``dicom_seg``; ``write_samples``).
 
     Returns:
         The manifest rows.
@@ -102,7 +104,9 @@ def generate_pairs(
         return images, labels, None
 
     columns = {"guider": ckpt[0], "generator": ckpt[1]}
-    return write_samples(batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns)
+    return write_samples(
+        batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns, output_formats=output_formats
+    )
 
 
 def preview_samples(

@@ -1,0 +1,202 @@
+"""Raw source images to network input and back (``scripts.data.source``) and the ``seg_inference.json`` chain on raw
+files, with an oracle network, so that a flipped, transposed or shifted result fails.
+
+The oracle marks as lesion what the window maps above 0.6: in these images the lesion is the brightest structure
+(the upper percentile of the window falls inside it), so a correct round trip returns the lesion where it was drawn.
+"""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from helpers import parser, write_dbt
+
+from scripts.data.case import DataError
+from scripts.data.readers import read_array
+from scripts.data.source import LoadSourced, RestoreSourced, check_network_input, from_network, source_kind, to_network
+from scripts.seg.inference import check_outputs, list_inputs, output_paths, training_settings
+
+H, W = 90, 70  # non-square: a transposed result cannot have the source's shape
+
+
+def raw_slice(side: str = "right", lesion=(30, 52), radius: int = 6, seed: int = 0):
+    """``(H, W)`` float32 slice: dark background, a half-disc breast against the ``side`` edge (chest wall), a bright
+    lesion disc at ``lesion`` (row, column, in the slice's own coordinates); and the lesion mask."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:H, :W]
+    wall = W - 1 if side == "right" else 0
+    breast = (rr - H / 2) ** 2 / (H * 0.45) ** 2 + (cc - wall) ** 2 / (W * 0.7) ** 2 <= 1
+    lesion_mask = (rr - lesion[0]) ** 2 + (cc - lesion[1]) ** 2 <= radius**2
+    image = np.where(breast, 100.0 + rng.normal(0, 4, (H, W)), 5.0 + rng.normal(0, 1, (H, W)))
+    image[lesion_mask] = 250.0
+    return image.astype(np.float32), lesion_mask.astype(np.uint8)
+
+
+def oracle(x: np.ndarray) -> np.ndarray:
+    return (np.asarray(x) > 0.6).astype(np.float32)
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_slice_mode_round_trip_puts_the_lesion_back_where_it_was(side):
+    lesion = (30, 52) if side == "right" else (60, 17)
+    image, truth = raw_slice(side, lesion)
+    x, record = to_network(image[None], (1.0, 0.1, 0.1), 64)
+    assert x.shape == (1, 64, 64) and -1 <= x.min() and x.max() <= 1
+    assert record["flipped"] == (side == "right")  # the network always sees the breast on the left
+    mask = from_network(oracle(x), record)
+    assert mask.shape == (1, H, W) and mask.dtype == np.uint8
+    assert dice(mask[0], truth) > 0.85  # 64-px resize of a ~80-px crop: edge pixels may differ, the disc may not move
+
+
+def test_patch_mode_resamples_to_the_training_spacing_and_back():
+    image, truth = raw_slice("right")
+    # source 0.1 mm per pixel, training 0.2 mm per network pixel: the slice is halved, then restored
+    x, record = to_network(image[None], (1.0, 0.1, 0.1), 32, crop_mode="patch", training_spacing_mm=(0.2, 0.2))
+    assert x.shape == (1, 45, 35) and record["shape"] == [45, 35]
+    assert dice(from_network(oracle(x), record)[0], truth) > 0.8
+    with pytest.raises(ValueError, match="training pixel spacing"):
+        to_network(image[None], (1.0, 0.1, 0.1), 32, crop_mode="patch")
+
+
+def test_volume_slice_by_slice_with_an_empty_plane():
+    image, truth = raw_slice("right")
+    volume = np.stack([image, np.full_like(image, 7.0), np.fliplr(image)])  # slice 2: breast on the left
+    labels = np.stack([truth, np.zeros_like(truth), np.fliplr(truth)])
+    x, record = to_network(volume, (1.0, 0.1, 0.1), 64)
+    assert record["slices"][1] == {"empty": True} and np.all(x[1] == -1)
+    mask = from_network(oracle(x), record)
+    assert mask.shape == volume.shape and not mask[1].any()
+    # one laterality decision per volume (as training does): slice 2's breast is mirrored, its lesion still returns
+    assert dice(mask[0], labels[0]) > 0.85 and dice(mask[2], labels[2]) > 0.85
+    with pytest.raises(ValueError, match="probabilities"):
+        from_network(oracle(x)[:2], record)
+
+
+def test_network_input_range_check_names_what_it_saw(tmp_path):
+    check_network_input(np.linspace(-1, 1, 10), "a.nii.gz", "prepared")
+    check_network_input(np.linspace(0, 1, 10), "a.nii.gz", "prepared")  # a patch inside the breast: no background
+    (tmp_path / "manifest.csv").write_text("id\n")
+    with pytest.raises(DataError, match=r"p_image.nii.gz: a generated-pair image .*saw \[0, 1\]"):
+        check_network_input(np.linspace(0, 1, 10), str(tmp_path / "p_image.nii.gz"), "prepared")
+    check_network_input(np.linspace(-1, 1, 10), str(tmp_path / "p_image.nii.gz"), "raw")  # windowed from [0, 1]
+    with pytest.raises(DataError, match=r"a.nii.gz: a prepared slice .*saw \[0, 4.1e\+03\].*--source_kind raw"):
+        check_network_input(np.linspace(0, 4095, 10), "a.nii.gz", "prepared")
+    with pytest.raises(DataError, match="NaN"):
+        check_network_input(np.array([np.nan]), "c", "raw")
+
+
+def test_source_kind_auto_detects_prepared_slices(tmp_path):
+    (tmp_path / "datalist.json").write_text("{}")
+    assert source_kind(tmp_path / "a_image.nii.gz") == "prepared"
+    assert source_kind(tmp_path / "a.nii.gz") == "raw"
+    assert source_kind(tmp_path / "a_image.nii.gz", "raw") == "raw"
+    with pytest.raises(ValueError, match="source_kind"):
+        source_kind("x", "cooked")
+
+
+def _raw_files(folder):
+    """A PNG slice (breast on the right), a 3-D NIfTI volume with an oblique-free but shifted, anisotropic affine,
+    and a DBT multi-frame DICOM; returns ``{path: lesion mask (S, H, W)}``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image, truth = raw_slice("right")
+    files = {}
+    png = folder / "slice.png"
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(png)
+    files[png] = truth[None]
+    left, left_truth = raw_slice("left", (60, 17), seed=1)
+    volume = np.stack([left, np.full_like(left, 7.0), left])  # (S, H, W)
+    affine = np.array([[0.0, -0.15, 0, 12.5], [0.12, 0, 0, -40.0], [0, 0, 1.0, 7.0], [0, 0, 0, 1]])
+    nii = folder / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(volume, (1, 2, 0)), affine), str(nii))  # (X, Y, Z) = (H, W, S)
+    files[nii] = np.stack([left_truth, np.zeros_like(left_truth), left_truth])
+    dcm = folder / "dbt.dcm"
+    write_dbt(dcm, np.clip(volume, 0, 4095).astype(np.uint16), pixel_spacing=(0.1, 0.1), origin=(5.0, -3.0, 2.0))
+    files[dcm] = files[nii]
+    return files
+
+
+class _Oracle(torch.nn.Module):
+    """Two-class logits from the input brightness: lesion where the windowed slice exceeds 0.6."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), 50.0 * (x - 0.6)], dim=1)
+
+
+@pytest.mark.parametrize("formats", ["nifti", "nifti,seg.nrrd"])
+def test_seg_inference_chain_on_raw_files_writes_masks_on_each_source_grid(tmp_path, formats):
+    """The config's preprocessing, inferer and postprocessing (as MONAI Label's bundle task runs them) with an oracle
+    network: each mask has its source's shape and geometry, and the lesion lies where it was drawn."""
+    files = _raw_files(tmp_path / "raw")
+    out = tmp_path / "out"
+    p = parser("seg_inference", "seg_smoke.json", ckpt_dir=str(tmp_path / "no model"), image_size=64,
+               crop_mode="slice", output_dir=str(out), output_formats=formats)  # fmt: skip
+    pre, inferer, post = (p.get_parsed_content(k) for k in ("preprocessing", "inferer", "postprocessing"))
+    items = list_inputs(str(tmp_path / "raw"))
+    assert [it["image"] for it in items] == sorted(str(p) for p in files)
+    check_outputs(items, str(out), formats)
+    for item in items:
+        d = pre(item)
+        with torch.no_grad():
+            d["pred"] = inferer(d["image"][None], _Oracle())[0]
+        post(d)
+    for path, truth in files.items():
+        paths = output_paths(str(path), str(out), formats)
+        mask, spacing, info = read_array(paths["nifti"])
+        src, src_spacing, src_info = read_array(path)
+        assert mask.shape == src.shape == truth.shape
+        assert np.allclose(spacing, src_spacing)
+        if "affine_ras" in src_info:
+            assert np.allclose(info["affine_ras"], src_info["affine_ras"])
+        assert dice(mask, truth) > 0.85, path.name
+        if "seg.nrrd" in paths:
+            from scripts.export.seg_nrrd import read_seg_nrrd
+
+            seg, seg_affine, _ = read_seg_nrrd(paths["seg.nrrd"])
+            assert np.array_equal(seg, mask) and np.allclose(seg_affine, info["affine_ras"])
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        check_outputs(items, str(out), formats)
+
+
+def test_dicom_seg_only_for_dicom_sources(tmp_path):
+    files = _raw_files(tmp_path / "raw")
+    png = [{"image": str(p)} for p in files if p.suffix == ".png"]
+    with pytest.raises(ValueError, match="DICOM SEG needs a DICOM source"):
+        check_outputs(png, str(tmp_path / "out"), "dicom_seg")
+    both = check_outputs([{"image": str(p)} for p in files], str(tmp_path / "out"), "nifti,dicom_seg")
+    assert sorted(Path(p).name for p in both if p.endswith("_seg.dcm")) == ["dbt_pred_seg.dcm"]
+
+
+def test_training_settings_come_from_the_training_record(tmp_path):
+    assert training_settings(str(tmp_path), 64, "slice", (0.5, 99.5))["image_size"] == 64  # no record: configured
+    params = {"image_size": 128, "crop_mode": "patch", "window_percentiles": [1, 99]}
+    record = {"params": params, "spacing_mm": [0.3, 0.3]}
+    (tmp_path / "seg_preparation.json").write_text(json.dumps(record))
+    assert training_settings(str(tmp_path), 64, "slice", (0.5, 99.5)) == {
+        "image_size": 128, "crop_mode": "patch", "window_percentiles": [1.0, 99.0], "spacing_mm": [0.3, 0.3],
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="patch-mode segmenter needs the training pixel spacing"):
+        training_settings(str(tmp_path / "none"), 64, "patch", (0.5, 99.5))
+
+
+def test_load_sourced_refuses_a_prepared_slice_of_another_size(tmp_path):
+    (tmp_path / "datalist.json").write_text("{}")
+    path = tmp_path / "a_image.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((32, 32), -1.0, np.float32), np.eye(4)), str(path))
+    with pytest.raises(DataError, match="must be 64×64"):
+        LoadSourced("image", 64)({"image": str(path)})
+    d = LoadSourced("image", 32)({"image": str(path)})
+    assert d["image"].shape == (1, 1, 32, 32)
+    prob = torch.zeros(2, 1, 32, 32)
+    prob[1, 0, 3:5, 4:9] = 1
+    restored = RestoreSourced("pred")({"pred": prob, "geometry": d["geometry"]})["pred"]
+    assert restored.shape == (1, 32, 32) and restored.sum() == 10
