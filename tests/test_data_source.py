@@ -200,3 +200,38 @@ def test_load_sourced_refuses_a_prepared_slice_of_another_size(tmp_path):
     prob[1, 0, 3:5, 4:9] = 1
     restored = RestoreSourced("pred")({"pred": prob, "geometry": d["geometry"]})["pred"]
     assert restored.shape == (1, 32, 32) and restored.sum() == 10
+
+
+def test_training_data_from_raw_image_label_items_goes_through_the_same_pipeline(tmp_path):
+    """A datalist of raw ``{image, label}`` paths (MONAI Label's datastore) is prepared like the folder layout: the
+    same slices, the same cache key for the same files, each item's patient kept."""
+    import shutil
+
+    from PIL import Image
+
+    from scripts.data.prepare import prepare_dataset
+
+    root = tmp_path / "folder"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    items = []
+    for i, side in enumerate(("right", "left", "right")):
+        image, truth = raw_slice(side, (30, 52) if side == "right" else (60, 17), seed=i)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"c{i}.png")
+        Image.fromarray(truth * 255).save(root / "labels" / f"c{i}.png")
+        items.append({"image": f"images/c{i}.png", "label": f"labels/c{i}.png", "patient": f"p{i // 2}"})
+    (root / "datalist.json").write_text(json.dumps({"training": items}))
+    listed = prepare_dataset(str(root / "datalist.json"), str(tmp_path / "cache"), 32, val_fraction=0.5)
+    folder = prepare_dataset(str(root), str(tmp_path / "cache"), 32, val_fraction=0.5)
+    assert listed["cache"] != folder["cache"]  # another input, another cache
+    by_case = [sorted(d["train"] + d["validation"], key=lambda it: it["case_id"]) for d in (listed, folder)]
+    for a, b in zip(*by_case, strict=True):
+        assert nib.load(a["image"]).get_fdata().tobytes() == nib.load(b["image"]).get_fdata().tobytes()
+        assert a["flipped"] == b["flipped"] and a["crop_bbox"] == b["crop_bbox"]
+    assert {it["patient_id"] for it in listed["train"] + listed["validation"]} == {"p0", "p1"}
+    absolute = [{"image": str(root / it["image"]), "label": str(root / it["label"])} for it in items]
+    in_memory = prepare_dataset(absolute, str(tmp_path / "cache"), 32)
+    assert len(in_memory["train"] + in_memory["validation"]) == 3
+    shutil.rmtree(root / "labels")
+    with pytest.raises(DataError, match=r"datalist.json, item 1: label .*c0.png not found"):
+        prepare_dataset(str(root / "datalist.json"), str(tmp_path / "cache"), 32)

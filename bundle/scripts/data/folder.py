@@ -1,4 +1,5 @@
-"""Loader for the folder layout: ``images/<case>.<ext>`` with ``labels/<case>.<ext>`` (+ optional ``patients.csv``).
+"""Loaders for explicit image/mask pairs: the folder layout ``images/<case>.<ext>`` with ``labels/<case>.<ext>``
+(+ optional ``patients.csv``), and a datalist of raw ``{image, label}`` items (:func:`load_datalist_cases`).
 
 * Extensions may differ between an image and its mask (e.g. ``.dcm`` image, ``.nii.gz`` mask); accepted are
   ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, ``.dcm``, ``.png``, ``.jpg``, ``.jpeg``.
@@ -23,7 +24,7 @@ from .dicom import DICOM_EXTENSIONS, dicom_patient_id
 from .pseudonym import default_salt_dir, pseudonymise, site_salt
 from .readers import IMAGE_EXTENSIONS, read_case, split_extension
 
-__all__ = ["is_folder_layout", "list_folder_pairs", "load_folder_cases"]
+__all__ = ["is_folder_layout", "list_folder_pairs", "load_folder_cases", "list_datalist_pairs", "load_datalist_cases"]
 
 logger = logging.getLogger(__name__)
 IGNORED_SUFFIXES = (".raw", ".zraw", ".txt", ".json", ".csv", ".md")
@@ -159,4 +160,72 @@ def load_folder_cases(dataset_dir: str | Path, salt: str | None = None) -> Itera
         DataError: see :func:`list_folder_pairs` and :func:`scripts.data.readers.read_case`.
     """
     for case_id, patient_id, image_path, mask_path in list_folder_pairs(dataset_dir, salt):
+        yield read_case(image_path, mask_path, case_id=case_id, patient_id=patient_id)
+
+
+def _listed_items(datalist) -> tuple[list[dict], Path | None, str]:
+    """The ``{image, label}`` items of a datalist (JSON file path, or a list), their base folder, and its name."""
+    import json
+
+    if isinstance(datalist, str | Path):
+        path = Path(datalist)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot read the datalist JSON: {err}") from err
+        if isinstance(data, dict):
+            key = next((k for k in ("training", "train", "items") if k in data), None)
+            if key is None:
+                raise DataError(f"{path}: a datalist JSON is a list of {{image, label}} items or has a 'training' list")
+            data = data[key]
+        return data, path.resolve().parent, str(path)
+    return list(datalist), None, "the datalist"
+
+
+def list_datalist_pairs(datalist, salt: str | None = None) -> list[tuple[str, str, Path, Path]]:
+    """``(case_id, patient_id, image_path, mask_path)`` for every item of a list of raw image/label pairs.
+
+    This is how MONAI Label's datastore hands training data to a bundle: ``[{"image": path, "label": path}, ...]``
+    (or a JSON file holding that list, or a dict with a ``"training"`` list; relative paths are relative to the
+    file). ``case_id``: the image's file stem, made unique with ``_2``, ``_3``...; ``patient_id``: the item's
+    ``"patient"`` (or ``"patient_id"``), else the pseudonymised DICOM Patient ID (as :func:`list_folder_pairs`),
+    else the case id.
+
+    Raises:
+        DataError: unreadable JSON, an item without ``image``/``label``, or a listed file that does not exist (names
+            the datalist and the item number).
+    """
+    items, base, where = _listed_items(datalist)
+    if not items:
+        raise DataError(f"{where}: the datalist holds no item")
+    rows, seen, listed = [], {}, {}
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict) or not item.get("image") or not item.get("label"):
+            raise DataError(f"{where}, item {n}: expected {{'image': path, 'label': path}}, got {item!r}")
+        paths = []
+        for key in ("image", "label"):
+            p = Path(item[key])
+            p = p if p.is_absolute() or base is None else base / p
+            if not p.exists():
+                raise DataError(f"{where}, item {n}: {key} {p} not found")
+            paths.append(p)
+        stem = paths[0].name if paths[0].is_dir() else split_extension(paths[0])[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        case_id = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        patient = item.get("patient") or item.get("patient_id")
+        if patient:
+            listed[case_id] = str(patient)
+        rows.append((case_id, paths[0], paths[1]))
+    dicom = _dicom_patients({c: image for c, image, _ in rows if c not in listed}, salt)
+    patients = {**dicom, **listed}
+    return [(c, patients.get(c, c), image, mask) for c, image, mask in rows]
+
+
+def load_datalist_cases(datalist, salt: str | None = None) -> Iterator[Case]:
+    """Yield one :class:`Case` per item of :func:`list_datalist_pairs` (read lazily, one at a time).
+
+    Raises:
+        DataError: see :func:`list_datalist_pairs` and :func:`scripts.data.readers.read_case`.
+    """
+    for case_id, patient_id, image_path, mask_path in list_datalist_pairs(datalist, salt):
         yield read_case(image_path, mask_path, case_id=case_id, patient_id=patient_id)

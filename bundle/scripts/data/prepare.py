@@ -40,7 +40,7 @@ import numpy as np
 
 from .case import Case, DataError
 from .crops import CROP_MODES, CropBreastRegiond, square_outputs
-from .folder import is_folder_layout, load_folder_cases
+from .folder import is_folder_layout, list_datalist_pairs, load_datalist_cases, load_folder_cases
 from .intensity import PercentileWindowd
 from .laterality import NormalizeLateralityd
 from .selection import select_lesion_slices
@@ -61,11 +61,15 @@ logger = logging.getLogger(__name__)
 PIPELINE_VERSION = 2
 
 
-def _format(dataset_dir: str | None) -> str:
-    """``"phantom"``, ``"duke"`` or ``"folder"``; raises DataError for a missing/empty/unknown folder."""
+def _format(dataset_dir) -> str:
+    """``"phantom"``, ``"duke"``, ``"folder"`` or ``"datalist"``; DataError for a missing/empty/unknown folder."""
+    if isinstance(dataset_dir, list | tuple):
+        return "datalist"
     if not dataset_dir:
         return "phantom"
     root = Path(dataset_dir)
+    if root.is_file() and root.name.lower().endswith(".json"):
+        return "datalist"
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
     if not any(root.iterdir()):
@@ -97,14 +101,24 @@ def discover_cases(
         from .duke import load_duke_cases
 
         return load_duke_cases(dataset_dir, include_architectural_distortion=include_architectural_distortion)
+    if kind == "datalist":
+        return load_datalist_cases(dataset_dir)
     return load_folder_cases(dataset_dir)
 
 
-def input_fingerprint(dataset_dir: str | None) -> list:
-    """What the cache key hashes for the input: ``[relative path, size, mtime_ns]`` of every file, sorted.
+def input_fingerprint(dataset_dir) -> list:
+    """What the cache key hashes for the input: ``[relative path, size, mtime_ns]`` of every file, sorted; for a
+    datalist ``[case, patient, absolute path, size, mtime_ns]`` of every listed file, in list order.
 
     The phantom is identified by its generator's source text instead (so an edited phantom is regenerated).
     """
+    if _format(dataset_dir) == "datalist":  # the listed files themselves (their names, sizes, mtimes)
+        entries = []
+        for case_id, patient, image, mask in list_datalist_pairs(dataset_dir):
+            for p in (image, mask):
+                files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
+                entries += [[case_id, patient, str(q.resolve()), q.stat().st_size, q.stat().st_mtime_ns] for q in files]
+        return entries
     if not dataset_dir:
         from . import phantom
 
@@ -237,8 +251,10 @@ def prepare_dataset(
     """Prepare (or reuse) the square slice pairs of ``dataset_dir`` and return the train/validation datalist.
 
     Args:
-        dataset_dir: Duke box-table folder (``annotations.csv``), folder layout (``images/`` + ``labels/``), or
-            ``None``/``""`` for the embedded phantom. Only read, never written.
+        dataset_dir: Duke box-table folder (``annotations.csv``), folder layout (``images/`` + ``labels/``), a
+            datalist of raw ``{image, label}`` items (a ``.json`` file or a list, as MONAI Label hands them:
+            :func:`~.folder.list_datalist_pairs`), or ``None``/``""`` for the embedded phantom. Only read, never
+            written.
         cache_dir: where ``<key>/`` (files + ``datalist.json``) is written; must not lie inside ``dataset_dir``.
         image_size: output side ``n`` (pixels) of every prepared slice.
         crop_mode: ``"slice"`` (whole breast, padded square) or ``"patch"`` (lesion-centred windows).
@@ -267,8 +283,10 @@ def prepare_dataset(
     if image_size < 1 or min_patch_size < 1 or patches_per_lesion < 1:
         raise ValueError("image_size, min_patch_size and patches_per_lesion must be ≥ 1")
     kind = _format(dataset_dir)
+    where = "the datalist" if kind == "datalist" and not isinstance(dataset_dir, str | Path) else dataset_dir
+    where = where or f"phantom ({phantom_cases} cases)"
     cache_root = Path(cache_dir).resolve()
-    if dataset_dir and cache_root.is_relative_to(Path(dataset_dir).resolve()):
+    if kind in ("duke", "folder") and cache_root.is_relative_to(Path(dataset_dir).resolve()):
         raise DataError(f"{cache_root}: cache_dir lies inside dataset_dir {dataset_dir}, which must stay untouched")
     params = {
         "version": PIPELINE_VERSION,
@@ -317,10 +335,10 @@ def prepare_dataset(
             items.extend(case_items)
         skipped = {k: v for k, v in sorted(counts.items()) if k.startswith(("skipped_", "cases_without")) and v}
         if skipped:  # one summary line, so the count is in the run log even when the per-item warnings scroll away
-            logger.warning("%s: skipped items %s (see the warnings above for each)", dataset_dir or "phantom", skipped)
+            logger.warning("%s: skipped items %s (see the warnings above for each)", where, skipped)
         if not items:
             raise DataError(
-                f"{dataset_dir or 'phantom'}: no slice kept from {counts['cases']} case(s) "
+                f"{where}: no slice kept from {counts['cases']} case(s) "
                 f"(min_lesion_area={min_lesion_area}); nothing to train on. Check that the masks are not all empty "
                 "and that min_lesion_area is not larger than the lesions"
             )
@@ -345,5 +363,5 @@ def prepare_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("prepared %s in %s: %s", dataset_dir or f"phantom ({phantom_cases} cases)", final, datalist["counts"])
+    logger.info("prepared %s in %s: %s", where, final, datalist["counts"])
     return _absolute(json.loads((final / "datalist.json").read_text(encoding="utf-8")), final)
