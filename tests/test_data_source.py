@@ -235,3 +235,33 @@ def test_training_data_from_raw_image_label_items_goes_through_the_same_pipeline
     shutil.rmtree(root / "labels")
     with pytest.raises(DataError, match=r"datalist.json, item 1: label .*c0.png not found"):
         prepare_dataset(str(root / "datalist.json"), str(tmp_path / "cache"), 32)
+
+
+def test_score_source_predictions_against_the_dataset_masks(tmp_path):
+    from PIL import Image
+
+    from scripts.export.nifti import write_nifti_mask
+    from scripts.seg.score import main, score_source_predictions
+
+    root = tmp_path / "set"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    truths = {}
+    for i in range(2):
+        image, truth = raw_slice("right", seed=i)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"c{i}.png")
+        Image.fromarray(truth * 255).save(root / "labels" / f"c{i}.png")
+        truths[f"c{i}"] = truth
+    pred = tmp_path / "pred"
+    write_nifti_mask(truths["c0"][None], None, (1, 1, 1), str(pred / "c0_pred.nii.gz"))
+    write_nifti_mask(np.fliplr(truths["c1"])[None], None, (1, 1, 1), str(pred / "c1_pred.nii.gz"))  # mirrored
+    result = score_source_predictions(str(root), str(pred))
+    dice = {Path(r["image"]).stem: r["dice"] for r in result["per_image"]}
+    assert dice["c0"] == pytest.approx(1.0) and dice["c1"] < 0.1 and result["num_images"] == 2
+    assert score_source_predictions(str(root), str(pred), patients=["c0"])["mean"]["dice"] == pytest.approx(1.0)
+    main(["--dataset_dir", str(root), "--pred_dir", str(pred), "--output", str(tmp_path / "s.json")])
+    assert json.loads((tmp_path / "s.json").read_text())["num_images"] == 2
+    (pred / "c1_pred.nii.gz").unlink()
+    write_nifti_mask(truths["c1"][None, :, :-1], None, (1, 1, 1), str(pred / "c1_pred.nii.gz"))
+    with pytest.raises(ValueError, match=r"c1_pred.nii.gz: shape \(1, 90, 69\) differs"):
+        score_source_predictions(str(root), str(pred))
