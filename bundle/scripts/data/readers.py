@@ -27,6 +27,7 @@ from .dicom import DICOM_EXTENSIONS, read_dicom_file, read_dicom_series
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "implied_affine_ras",
     "split_extension",
     "read_array",
     "read_image",
@@ -151,6 +152,20 @@ def _read_itk(path: Path) -> tuple[np.ndarray, tuple, dict]:
 
 
 # --------------------------------------------------------------------------- PNG / JPEG
+def implied_affine_ras(spacing) -> np.ndarray:
+    """The geometry ITK, and so 3D Slicer, gives a file that has none (PNG, JPEG): origin 0, identity direction in
+    LPS, ``spacing``. Results written with it open on top of the file in Slicer.
+
+    Args:
+        spacing: ``(slice, row, column)`` mm.
+
+    Returns:
+        ``(4, 4)`` index ``(s, h, w, 1)`` → RAS mm: ``(-w·column, -h·row, s·slice)``.
+    """
+    s, r, c = (float(v) for v in spacing)
+    return np.array([[0, 0, -c, 0], [0, -r, 0, 0], [s, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+
 def _read_pil(path: Path) -> tuple[np.ndarray, tuple, dict]:
     from PIL import Image, UnidentifiedImageError
 
