@@ -266,3 +266,29 @@ def test_score_source_predictions_against_the_dataset_masks(tmp_path):
     write_nifti_mask(truths["c1"][None, :, :-1], None, (1, 1, 1), str(pred / "c1_pred.nii.gz"))
     with pytest.raises(ValueError, match=r"c1_pred.nii.gz: shape \(1, 90, 69\) differs"):
         score_source_predictions(str(root), str(pred))
+
+
+def test_dbt_multiframe_with_voi_lut_through_the_pipeline(tmp_path):
+    """A right-breast DBT multi-frame (per-frame positions and VOI windows) and its mask as a DICOM on the same grid:
+    the prepared slices are the lesion frames, flipped (breast to the left), windowed to [-1, 1], with the DICOM
+    pixel spacing scaled by the resize."""
+    from scripts.data.prepare import prepare_dataset
+
+    image, truth = raw_slice("right")
+    frames = np.stack([image, image, np.full_like(image, 5.0)]).astype(np.uint16) * 10
+    labels = np.stack([truth, truth * 0, truth * 0])
+    root = tmp_path / "set"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    windows = [(1300, 2600, "LINEAR"), (1300, 1000, "SIGMOID"), (50, 100, None)]
+    write_dbt(root / "images" / "c0.dcm", frames, pixel_spacing=(0.1, 0.085), windows=windows, laterality="R")
+    write_dbt(root / "labels" / "c0.dcm", labels.astype(np.uint8), pixel_spacing=(0.1, 0.085), laterality="R")
+    result = prepare_dataset(str(root), str(tmp_path / "cache"), 32, val_fraction=0)
+    (item,) = result["train"]
+    assert item["slice_index"] == 0 and item["flipped"] and item["source_shape"] == [H, W]
+    assert np.allclose(item["spacing_mm"], [0.1 * item["scale"], 0.085 * item["scale"]])
+    prepared = nib.load(item["image"]).get_fdata()
+    mask = nib.load(item["label"]).get_fdata()
+    assert prepared.min() == pytest.approx(-1) and prepared.max() == pytest.approx(1, abs=1e-3)
+    cols = np.nonzero(mask.any(axis=0))[0]
+    assert mask.sum() > 0 and cols.mean() < mask.shape[1] / 2  # the right-side lesion now lies in the left half

@@ -1,5 +1,6 @@
-"""DBT data pipeline: format loaders (folder, Duke box table, phantom; file readers, DICOM) → ``Case`` → slice
-transforms (selection, foreground, laterality, crops, intensity window) → cached 2-D slice set (``prepare``)."""
+"""DBT data pipeline: format loaders (folder, raw datalist, Duke box table, phantom; file readers, DICOM, patient
+pseudonyms) → ``Case`` → slice transforms (selection, foreground, laterality, crops, intensity window) → cached 2-D
+slice set (``prepare``); the same steps on a raw file at inference, and their inverse (``source``)."""
 
 from . import (  # noqa: F401
     arrays,
@@ -13,6 +14,8 @@ from . import (  # noqa: F401
     laterality,
     phantom,
     prepare,
+    pseudonym,
     readers,
     selection,
+    source,
 )

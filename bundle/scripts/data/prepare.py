@@ -57,8 +57,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: bump when the preparation code changes its output, so that old caches are not reused (2: items record their
-#: flip, crop box, window and scale).
-PIPELINE_VERSION = 2
+#: flip, crop box, window and scale; 3: DICOM VOI LUT applied, DICOM patients pseudonymised).
+PIPELINE_VERSION = 3
 
 
 def _format(dataset_dir) -> str:
