@@ -4,6 +4,12 @@ import os
 import sys
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs on pytest-xdist workers (``-n 2`` in pyproject.toml), one per core: one torch thread each, set
+    # before torch is imported and inherited by the bundle runs they start, so two workers never share a core.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
