@@ -114,10 +114,14 @@ def test_folds_record_and_evaluation_check(tmp_path):
     assert not set(record["validation_patients"]) & (set(record["train_patients"]) | set(record["test_patients"]))
     assert record["num_test_items"] == len(split["test"]) and record["inner_val_fraction"] == 0.15
     check_folds(str(tmp_path), split)  # same split: accepted
-    with pytest.raises(ValueError, match="held-out fold 1"):
+    with pytest.raises(ValueError, match="trained with fold 1 held out, but fold 0 .* pass --fold 1"):
         check_folds(str(tmp_path), fold_split(dl, num_folds=3, fold=0, seed=0))
-    with pytest.raises(ValueError, match="fold_seed"):
+    with pytest.raises(ValueError, match="same patients, dealt into other folds .*fold_seed 0; now .*fold_seed 5"):
         check_folds(str(tmp_path), fold_split(dl, num_folds=3, fold=1, seed=5))
+    # Another dataset: the message names the patients that differ and the external run, not fold numbers.
+    other = {"train": [dict(it, patient_id="X" + it["patient_id"]) for it in dl["train"]], "validation": []}
+    with pytest.raises(ValueError, match=r"patients differ .*\(\d+ new: X.*missing\).*run external --eval_dataset_dir"):
+        check_folds(str(tmp_path), fold_split(other, num_folds=3, fold=1, seed=0))
     check_folds(str(tmp_path / "elsewhere"), split)  # no record: warns only
     # A record from before the inner validation split (model selected on the held-out fold) is refused.
     old = {k: v for k, v in record.items() if k != "test_patients"}

@@ -14,7 +14,9 @@ from test_seg_synthetic import make_pig_folder
 
 pytestmark = pytest.mark.slow
 #: run id → workflow config (``scripts.common.configs``).
-WORKFLOWS = {"training": "seg_train", "evaluating": "seg_evaluate", "inference": "seg_inference"}
+WORKFLOWS = {
+    "training": "seg_train", "evaluating": "seg_evaluate", "inference": "seg_inference", "external": "seg_evaluate"
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,35 @@ def test_seg_smoke_on_embedded_phantom_train_evaluate_infer(tmp_path, seg_cache)
     assert proc.returncode != 0 and "refusing to overwrite" in proc.stdout + proc.stderr
     assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("*_pred.nii.gz"))} == before
     _raw_inference(ckpt, tmp_path)
+    _external_on_phantom_folder_set(ckpt, tmp_path)
+
+
+def _external_on_phantom_folder_set(ckpt: Path, tmp_path: Path) -> None:
+    """External validation on another dataset laid out differently (phantom volumes of another seed as a NIfTI folder
+    set), lesion-free slices included: the same metric files as fold evaluation, the false-positive rate apart."""
+    from scripts.data.phantom import make_phantom_cases
+
+    root = tmp_path / "external set"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for case in make_phantom_cases(3, 7):
+        affine = np.diag([case.spacing[1], case.spacing[2], case.spacing[0], 1.0])
+        for sub, array in (("images", case.image), ("labels", case.label)):
+            path = root / sub / f"site-b-{case.case_id}.nii.gz"  # other patients than the training phantom's
+            nib.save(nib.Nifti1Image(np.transpose(array, (1, 2, 0)), affine), str(path))
+    log = seg_run("external", "--ckpt_dir", str(ckpt), "--eval_dataset_dir", str(root),
+                  "--lesion_free_fraction", "0.5").stdout  # fmt: skip
+    metrics = json.loads((ckpt / "eval_external" / "metrics.json").read_text())
+    assert metrics["num_cases"] == 3 and metrics["num_images"] > 0 and metrics["num_lesion_free"] > 0
+    assert 0 <= metrics["false_positive_rate"] <= 1 and set(metrics["mean"]) == {"dice", "iou", "precision", "recall"}
+    assert metrics["patients_seen_in_training"] == []
+    rows = (ckpt / "eval_external" / "metrics_per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + metrics["num_images"] + metrics["num_lesion_free"]
+    assert re.search(r"external evaluation on .*lesion-free slice\(s\): false-positive rate [\d.]+", log)
+    # The fold evaluation refuses that dataset, naming what differs and the external run.
+    proc = seg_run("evaluating", "--ckpt_dir", str(ckpt), "--dataset_dir", str(root), "--cache_dir",
+                   str(tmp_path / "ext cache"), "--output_dir", str(tmp_path / "ext eval"), check=False)  # fmt: skip
+    assert proc.returncode != 0 and "run external --eval_dataset_dir" in proc.stdout + proc.stderr
 
 
 def _raw_inference(ckpt: Path, tmp_path: Path) -> None:
@@ -117,6 +148,31 @@ def test_seg_smoke_on_duke_slices(tmp_path, duke_dir, duke_cache):
     assert all(p.startswith("DBT-P") for f in folds["folds"] for p in f)
     assert sum(len(f) for f in folds["folds"]) == len({p for f in folds["folds"] for p in f})
     assert all(Path(row["image"]).name.startswith(tuple(folds["test_patients"])) for row in metrics["per_image"])
+    # External validation on the held-out patients' slices laid out as a folder set (PNG image + PNG mask), which
+    # the fold evaluation could not read as the same dataset: every slice scored on its own grid, none seen in training.
+    from PIL import Image
+
+    from scripts.data.duke import load_duke_cases
+
+    root = tmp_path / "held-out as folder"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    (root / "patients.csv").write_text("case,patient\n")
+    n = 0
+    for case in load_duke_cases(duke_dir):
+        if case.patient_id in folds["test_patients"]:
+            Image.fromarray(case.image[0].astype(np.uint8)).save(root / "images" / f"{case.case_id}.png")
+            Image.fromarray(case.label[0] * 255).save(root / "labels" / f"{case.case_id}.png")
+            with open(root / "patients.csv", "a") as f:
+                f.write(f"{case.case_id},{case.patient_id}\n")
+            n += 1
+    ckpt = tmp_path / "ckpt"
+    seg_run("external", "--ckpt_dir", str(ckpt), "--eval_dataset_dir", str(root))
+    external = json.loads((ckpt / "eval_external" / "metrics.json").read_text())
+    held_out_slices = {Path(row["image"]).name.split("_s0")[0] for row in metrics["per_image"]}  # patches → slices
+    assert external["num_cases"] == n == len(held_out_slices) and external["num_images"] == n
+    assert external["patients_seen_in_training"] == [] and external["num_patients"] == len(folds["test_patients"])
+    assert external["num_lesion_free"] == 0 and external["false_positive_rate"] is None  # Duke has none
 
 
 def test_seg_smoke_with_synthetic_pairs(tmp_path, seg_cache):

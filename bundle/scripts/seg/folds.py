@@ -180,7 +180,8 @@ def check_folds(ckpt_dir: str, split: dict) -> None:
     Logs a warning when there is no record.
 
     Raises:
-        ValueError: a different held-out fold or different patients per fold (data, ``num_folds`` or seed changed),
+        ValueError: other patients (another dataset: the message names them and the external run), the same
+            patients in other folds (``num_folds`` or ``fold_seed`` changed), a different held-out fold,
             or a record without ``test_patients`` (written before the inner validation split: retrain), or
             held-out test patients the record lists as training or inner validation patients.
     """
@@ -190,11 +191,28 @@ def check_folds(ckpt_dir: str, split: dict) -> None:
         return
     with open(path, encoding="utf-8") as f:
         record = json.load(f)
-    if record.get("fold") != split["fold"] or record.get("folds") != split["folds"]:
+    if record.get("folds") != split["folds"]:
+        # name what differs: usually the patients (another dataset), else num_folds / fold_seed
+        trained = {str(p) for fold in record.get("folds") or [] for p in fold}
+        now = {str(p) for fold in split["folds"] for p in fold}
+        if trained != now:
+            only_now, only_trained = sorted(now - trained), sorted(trained - now)
+            shown = ", ".join(only_now[:3]) + (" ..." if len(only_now) > 3 else "")
+            raise ValueError(
+                f"{path}: this dataset's patients differ from the ones the checkpoint's folds were made of "
+                f"({len(only_now)} new{': ' + shown if shown else ''}; {len(only_trained)} of the training dataset "
+                "missing); to score the model on another dataset use the external run: "
+                "`run external --eval_dataset_dir <dataset>`"
+            )
         raise ValueError(
-            f"{path}: the checkpoint was trained with held-out fold {record.get('fold')} of {record.get('num_folds')} "
-            f"(seed {record.get('seed')}), but fold {split['fold']} of {split['num_folds']} (seed {split['seed']}) "
-            "is being evaluated; pass the same dataset, num_folds, fold and fold_seed as in training"
+            f"{path}: the same patients, dealt into other folds (trained with num_folds {record.get('num_folds')}, "
+            f"fold_seed {record.get('seed')}; now num_folds {split['num_folds']}, fold_seed {split['seed']}); pass "
+            "the training's num_folds and fold_seed"
+        )
+    if record.get("fold") != split["fold"]:
+        raise ValueError(
+            f"{path}: the checkpoint was trained with fold {record.get('fold')} held out, but fold {split['fold']} is "
+            f"being evaluated (its patients trained or selected the model); pass --fold {record.get('fold')}"
         )
     if "test_patients" not in record:
         raise ValueError(
