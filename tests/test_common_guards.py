@@ -128,3 +128,18 @@ def test_nan_guard_comes_before_every_checkpoint_writer(config, handlers_id):
     assert writers and all(guard < i for i in writers), targets
 
 
+
+
+@pytest.mark.parametrize("launcher", ["subprocess", "forkserver"])
+def test_a_failed_run_ends_with_the_bundles_own_message(tmp_path, launcher, monkeypatch):
+    """MONAI's traceback ends with a dump of the failing config expression; the bundle's one-line message follows it,
+    as the last line the user sees, with either launcher."""
+    import helpers
+
+    monkeypatch.setattr(helpers, "LAUNCHER", launcher)
+    missing = tmp_path / "no such data"
+    proc = helpers.bundle_run("training", "train", "--ckpt_dir", str(tmp_path / "ckpt"), "--dataset_dir",
+                              str(missing), "--cache_dir", str(tmp_path / "cache"), check=False)  # fmt: skip
+    assert proc.returncode == 1
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last == f"ERROR: {missing}: dataset folder not found"

@@ -12,3 +12,7 @@
 """
 
 from . import baselines, common, data, evaluation, export, pig, seg  # noqa: F401
+
+# every bundle run imports ``scripts`` first (the configs' ``$import scripts``): its uncaught errors end with the
+# bundle's one-line message, printed last
+common.guards.install_error_summary()

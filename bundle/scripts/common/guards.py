@@ -3,6 +3,8 @@
 * :func:`check_writable` is the first expression of every workflow list (``training``, ``inference``,
   ``evaluating``, ``run``): a read-only, missing-permission, full or not-a-folder output path fails in a second with a
   message naming the folder, instead of after hours of training when the first checkpoint is written.
+* :func:`install_error_summary` makes an uncaught error end with the bundle's own one-line message, after MONAI's
+  long traceback (which ends in a dump of the failing config expression), where the user looks.
 * :class:`StopOnNonFiniteLoss` is an ignite handler for ``ITERATION_COMPLETED``. ignite's own ``TerminateOnNan``
   ends the run *quietly* (the engine just stops, the workflow goes on as if training had finished and a final
   checkpoint of NaN weights may be written); this one raises :class:`NonFiniteLossError` naming the stage, the
@@ -23,9 +25,46 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-__all__ = ["check_writable", "NonFiniteLossError", "StopOnNonFiniteLoss"]
+__all__ = ["check_writable", "root_cause", "install_error_summary", "NonFiniteLossError", "StopOnNonFiniteLoss"]
 
 logger = logging.getLogger(__name__)
+
+
+#: errors whose message is written for the user (bad data, paths, settings); MONAI and ignite wrap them in
+#: RuntimeErrors ("Failed to evaluate ConfigExpression", "applying transform").
+_USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost ``__cause__`` / ``__context__`` of ``error`` that is a :data:`_USER_ERRORS` (the bundle's
+    ``DataError`` is a ``ValueError``), else ``error`` itself."""
+    found, seen, current = error, set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _USER_ERRORS):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def install_error_summary() -> None:
+    """Make ``sys.excepthook`` print, after the usual traceback, one last line ``ERROR: <message>`` of the error's
+    :func:`root_cause`; idempotent. Installed when the configs import ``scripts``."""
+    import sys
+
+    if getattr(sys.excepthook, "_pig_summary", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        cause = root_cause(value)
+        message = str(cause.args[0]) if isinstance(cause, KeyError) and cause.args else str(cause)
+        if message:
+            print(f"\nERROR: {message}", file=sys.stderr, flush=True)
+
+    hook._pig_summary = True
+    sys.excepthook = hook
 
 
 def check_writable(folder: str, option: str = "output_dir", min_free_mb: float = 1.0) -> str:

@@ -63,7 +63,13 @@ def _child(module: str, args: Sequence[str], cwd: str, env: Mapping[str, str], s
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     sys.argv = [module, *args]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except Exception:  # as the interpreter ends an uncaught error: through sys.excepthook, exit code 1
+        sys.excepthook(*sys.exc_info())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def run_module(
