@@ -143,3 +143,27 @@ def test_a_failed_run_ends_with_the_bundles_own_message(tmp_path, launcher, monk
     assert proc.returncode == 1
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert last == f"ERROR: {missing}: dataset folder not found"
+
+
+@pytest.mark.parametrize(("run_id", "workflow"), [("training", "train"), ("training", "baseline_train"),
+                                                  ("training", "seg_train")])  # fmt: skip
+def test_an_image_size_the_unets_cannot_take_is_refused_before_any_data_is_prepared(tmp_path, run_id, workflow):
+    import helpers
+
+    cache = tmp_path / "cache"
+    proc = helpers.bundle_run(run_id, workflow, "--ckpt_dir", str(tmp_path / "ckpt"), "--cache_dir", str(cache),
+                              "--image_size", "33", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("ERROR: image_size 33 does not fit the ") and "use --image_size 32 or" in last
+    assert not cache.exists() or not any(cache.iterdir())  # refused before the data preparation
+
+
+def test_check_size_multiple_names_the_nearest_valid_sizes():
+    from scripts.common.guards import check_size_multiple
+
+    assert check_size_multiple(512, 32) == 512
+    with pytest.raises(ValueError, match=r"image_size 250 .*multiple of 32.*use --image_size 224 or 256"):
+        check_size_multiple(250, 32, "the diffusion U-Nets")
+    with pytest.raises(ValueError, match=r"use --image_size 32$"):
+        check_size_multiple(16, 32)

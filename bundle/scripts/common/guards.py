@@ -3,6 +3,7 @@
 * :func:`check_writable` is the first expression of every workflow list (``training``, ``inference``,
   ``evaluating``, ``run``): a read-only, missing-permission, full or not-a-folder output path fails in a second with a
   message naming the folder, instead of after hours of training when the first checkpoint is written.
+* :func:`check_size_multiple` refuses an ``image_size`` the U-Nets cannot take before any data is prepared.
 * :func:`install_error_summary` makes an uncaught error end with the bundle's own one-line message, after MONAI's
   long traceback (which ends in a dump of the failing config expression), where the user looks.
 * :class:`StopOnNonFiniteLoss` is an ignite handler for ``ITERATION_COMPLETED``. ignite's own ``TerminateOnNan``
@@ -25,7 +26,14 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-__all__ = ["check_writable", "root_cause", "install_error_summary", "NonFiniteLossError", "StopOnNonFiniteLoss"]
+__all__ = [
+    "check_writable",
+    "check_size_multiple",
+    "root_cause",
+    "install_error_summary",
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +73,36 @@ def install_error_summary() -> None:
 
     hook._pig_summary = True
     sys.excepthook = hook
+
+
+def check_size_multiple(image_size: int, multiple: int, network: str = "the U-Net") -> int:
+    """Refuse an ``image_size`` the networks cannot take, before any data is prepared.
+
+    A U-Net that halves its input ``k`` times needs sides divisible by ``2**k``; otherwise the skip connections do
+    not match and training fails at its first iteration (``Sizes of tensors must match``), after all the data
+    preparation.
+
+    Args:
+        image_size: the configured side in pixels.
+        multiple: what the side must divide by: ``2 ** (len(channels) - 1)`` for MONAI's ``DiffusionModelUNet``,
+            the product of ``strides`` for MONAI's ``UNet``.
+        network: named in the message.
+
+    Returns:
+        ``image_size``.
+
+    Raises:
+        ValueError: names the size, the multiple and the nearest valid sizes.
+    """
+    image_size, multiple = int(image_size), int(multiple)
+    if image_size < multiple or image_size % multiple:
+        lower = image_size // multiple * multiple
+        nearest = f"{lower} or {lower + multiple}" if lower else str(multiple)
+        raise ValueError(
+            f"image_size {image_size} does not fit {network}: its side must be a multiple of {multiple} (it halves "
+            f"the image {multiple.bit_length() - 1} times); use --image_size {nearest}"
+        )
+    return image_size
 
 
 def check_writable(folder: str, option: str = "output_dir", min_free_mb: float = 1.0) -> str:
