@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -176,15 +177,16 @@ def test_duke_path(tmp_path, monkeypatch):
     assert seen["ad"] is True and len(result["train"]) + len(result["validation"]) == 2
 
 
-def test_jpeg_and_png_folder(tmp_path):
+def test_jpeg_and_png_folder(tmp_path, caplog):
     root = tmp_path / "pngs"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     image, label = synthetic_volume(0, "left")
     Image.fromarray((image[2] / 10).clip(0, 255).astype(np.uint8)).save(root / "images" / "a.png")
     Image.fromarray(label[2] * 255).save(root / "labels" / "a.jpg", quality=95)
-    with pytest.warns(UserWarning, match="a.jpg"):
+    with caplog.at_level(logging.WARNING):
         result = prepare_dataset(str(root), str(tmp_path / "cache"), image_size=16)
+    assert "a.jpg: lossy (JPEG) mask thresholded" in caplog.text
     assert len(result["train"]) == 1 and result["validation"] == []  # one patient: no validation possible
 
 

@@ -136,6 +136,10 @@ def test_extractor_refuses_rgb_or_out_of_range_images():
         ex(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ex(torch.rand(2, 1, 32, 32) * 2 - 1)
+    # integer images get the same clear refusal (torch has no min/max for uint16), or pass when in {0, 1}
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ex(torch.full((2, 1, 32, 32), 4095, dtype=torch.uint16))
+    assert ex(torch.ones(2, 1, 32, 32, dtype=torch.uint16)).shape[0] == 2
 
 
 def seg_net():

@@ -9,7 +9,8 @@
   with a Patient ID (0010,0020) belongs to the pseudonym of that ID (:mod:`scripts.data.pseudonym`), so the studies
   of one patient in a PACS export stay on one side of the split; the ID itself (and the Patient Name) never reaches a
   case, the datalist, a log line or an error. Any other case is its own patient.
-* ``.raw``/``.zraw`` files next to ``.mhd`` headers and hidden files are ignored.
+* Hidden files, ``Thumbs.db`` / ``desktop.ini`` and side files (``.raw``/``.zraw`` next to ``.mhd`` headers,
+  ``.txt``, ``.json``, ``.csv``, ``.md``) are ignored (:func:`is_ignored`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ __all__ = ["is_folder_layout", "list_folder_pairs", "load_folder_cases", "list_d
 
 logger = logging.getLogger(__name__)
 IGNORED_SUFFIXES = (".raw", ".zraw", ".txt", ".json", ".csv", ".md")
+#: files operating systems leave in folders (Windows thumbnails, folder settings); hidden files count too.
+JUNK_NAMES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+
+
+def is_ignored(path: Path) -> bool:
+    """The one rule for files that are not data: hidden (``.DS_Store``, ``._x``), operating-system junk
+    (:data:`JUNK_NAMES`), or side files (:data:`IGNORED_SUFFIXES`: ``.raw`` data of ``.mhd`` headers, notes, tables)."""
+    name = path.name.lower()
+    return name.startswith(".") or name in JUNK_NAMES or (path.is_file() and path.suffix.lower() in IGNORED_SUFFIXES)
 
 
 def is_folder_layout(dataset_dir: str | Path) -> bool:
@@ -40,15 +50,13 @@ def _entries(folder: Path) -> dict[str, Path]:
     """Map stem → path for the images (files with a known extension, or DICOM series folders) in ``folder``."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if is_ignored(path):
             continue
         if path.is_dir():
             stem = path.name
         else:
             stem, ext = split_extension(path)
             if ext not in IMAGE_EXTENSIONS:
-                if path.suffix.lower() in IGNORED_SUFFIXES:
-                    continue
                 raise DataError(f"{path}: unsupported file type; expected one of {', '.join(IMAGE_EXTENSIONS)}")
         if stem in found:
             raise DataError(f"{folder}: two entries for case {stem!r}: {found[stem].name} and {path.name}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -266,9 +265,7 @@ def check_mask(array: np.ndarray, path: str | Path, lossy: bool = False) -> np.n
         if peak <= 0:
             return np.zeros(array.shape, np.uint8)
         binary = (array > peak / 2).astype(np.uint8)
-        msg = f"{path}: lossy (JPEG) mask thresholded at {peak / 2:g} (half its maximum)"
-        warnings.warn(msg, stacklevel=2)
-        logger.warning(msg)
+        logger.warning("%s: lossy (JPEG) mask thresholded at %g (half its maximum)", path, peak / 2)  # once
         return binary
     values = np.unique(array)
     if set(values.tolist()) <= {0, 1}:

@@ -93,6 +93,8 @@ def _require_file(path: str | None, what: str, option: str, file_name: str, sour
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
     images = torch.as_tensor(images)
+    if not images.is_floating_point():  # integer images (uint8, uint16) fail torch's min/max: check them as floats
+        images = images.float()
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected gray images of shape (N, 1, H, W), got {tuple(images.shape)}")
     if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
