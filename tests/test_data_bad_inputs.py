@@ -502,3 +502,20 @@ def test_operating_system_junk_files_are_ignored_by_one_rule(tmp_path):
     (root / "images" / "b.tif").write_bytes(b"tiff")
     with pytest.raises(DataError, match=r"b.tif: unsupported file type"):
         list_folder_pairs(root)
+
+
+def test_cases_without_a_patient_are_said_to_count_as_their_own(tmp_path, caplog):
+    from scripts.data.folder import list_folder_pairs
+
+    image, mask = volume(dtype=np.uint8)[0][1], (volume()[1][1] * 255).astype(np.uint8)
+    cases = {n: (lambda d, n=n: write_png(d / f"{n}.png", image), lambda d, n=n: write_png(d / f"{n}.png", mask))
+             for n in ("a", "b", "c")}  # fmt: skip
+    root = folder_dataset(tmp_path / "set", cases)
+    with caplog.at_level(logging.WARNING):
+        list_folder_pairs(root)
+    assert "3 case(s) have no patient" in caplog.text and "patients.csv" in caplog.text
+    caplog.clear()
+    (root / "patients.csv").write_text("case,patient\na,p1\nb,p1\nc,p2\n")
+    with caplog.at_level(logging.WARNING):
+        assert [p for _, p, _, _ in list_folder_pairs(root)] == ["p1", "p1", "p2"]
+    assert "have no patient" not in caplog.text

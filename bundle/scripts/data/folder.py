@@ -155,7 +155,18 @@ def list_folder_pairs(dataset_dir: str | Path, salt: str | None = None) -> list[
     patients = _patients(root)
     dicom = _dicom_patients({stem: path for stem, path in images.items() if stem not in patients}, salt)
     patients = {**dicom, **patients}
+    _warn_own_patients(sorted(set(images) - set(patients)), root / "patients.csv")
     return [(stem, patients.get(stem, stem), images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def _warn_own_patients(cases: list[str], table: Path) -> None:
+    """Say that ``cases`` (no ``patients.csv`` row, no DICOM Patient ID) each count as their own patient."""
+    if len(cases) > 1:
+        logger.warning(
+            "%d case(s) have no patient (no row in %s, no DICOM Patient ID): each counts as its own patient, so two "
+            "images of one patient can fall on both sides of a split; list them in patients.csv (columns case,patient)",
+            len(cases), table,
+        )  # fmt: skip
 
 
 def load_folder_cases(dataset_dir: str | Path, salt: str | None = None) -> Iterator[Case]:
@@ -226,6 +237,7 @@ def list_datalist_pairs(datalist, salt: str | None = None) -> list[tuple[str, st
         rows.append((case_id, paths[0], paths[1]))
     dicom = _dicom_patients({c: image for c, image, _ in rows if c not in listed}, salt)
     patients = {**dicom, **listed}
+    _warn_own_patients([c for c, _, _ in rows if c not in patients], Path(where))
     return [(c, patients.get(c, c), image, mask) for c, image, mask in rows]
 
 
