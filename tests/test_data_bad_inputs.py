@@ -519,3 +519,20 @@ def test_cases_without_a_patient_are_said_to_count_as_their_own(tmp_path, caplog
     with caplog.at_level(logging.WARNING):
         assert [p for _, p, _, _ in list_folder_pairs(root)] == ["p1", "p1", "p2"]
     assert "have no patient" not in caplog.text
+
+
+def test_palette_masks_read_by_index_and_colour_masks_refused_with_their_own_colours(tmp_path):
+    truth = volume()[1][1].astype(np.uint8)
+    palette = Image.fromarray(truth, mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 shown red (luma 76)
+    palette.save(tmp_path / "p.png")
+    mask, _, _ = read_mask(tmp_path / "p.png")
+    assert np.array_equal(mask[0], truth)
+    rgb = np.zeros((*truth.shape, 3), np.uint8)
+    rgb[truth > 0] = (255, 0, 0)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with pytest.raises(DataError, match=r"rgb.png: a colour \(RGB\) mask with colours \(0, 0, 0\), \(255, 0, 0\)"):
+        read_mask(tmp_path / "rgb.png")
+    gray_as_rgb = np.repeat((truth * 255)[..., None], 3, axis=2)
+    Image.fromarray(gray_as_rgb).save(tmp_path / "gray.png")
+    assert np.array_equal(read_mask(tmp_path / "gray.png")[0][0], truth)  # a gray mask saved as RGB still reads

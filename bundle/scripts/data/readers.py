@@ -282,13 +282,45 @@ def check_mask(array: np.ndarray, path: str | Path, lossy: bool = False) -> np.n
 def read_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], dict]:
     """Read a lesion mask as uint8 ``(S, H, W)`` in {0, 1} (see :func:`check_mask`); same return as :func:`read_array`.
 
-    DICOM masks are read without rescale or ``MONOCHROME1`` inversion (their stored values are the labels).
+    DICOM masks are read without rescale or ``MONOCHROME1`` inversion (their stored values are the labels); palette
+    PNGs by their palette indices (the labels, whatever colours the palette shows); colour (RGB...) masks are refused
+    unless gray, with the file's own colours in the message.
 
     Raises:
-        DataError: as :func:`read_array` and :func:`check_mask`.
+        DataError: as :func:`read_array` and :func:`check_mask`; a colour mask (names its colours).
     """
     array, spacing, info = read_array(path, display=False)
+    mode = info.get("mode")
+    if info.get("format") == "pil" and mode in ("P", "PA"):
+        # a palette mask stores its labels as palette indices; the gray conversion would give the colours' luma
+        array = _palette_indices(Path(path))
+    elif info.get("format") == "pil" and mode in _COLOUR_MODES:
+        colours = _colours(Path(path))
+        if len(colours) > 2 or any(len(set(c)) > 1 for c in colours):  # not a gray image saved as colour
+            shown = ", ".join(str(tuple(c)) for c in colours[:5]) + (", ..." if len(colours) > 5 else "")
+            raise DataError(
+                f"{path}: a colour ({mode}) mask with colours {shown}; save the lesion as 255 (or 1) on 0 in a gray "
+                "(mode L) lossless PNG, e.g. PIL: Image.fromarray((np.array(img)[..., 0] > 0).astype('uint8') * 255)"
+            )
     return check_mask(array, path, lossy=bool(info.get("lossy"))), spacing, info
+
+
+_COLOUR_MODES = ("RGB", "RGBA", "CMYK", "YCbCr", "LA")
+
+
+def _palette_indices(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.array(img.convert("P") if img.mode == "PA" else img)[None]
+
+
+def _colours(path: Path) -> list:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = np.array(img.convert("RGB")).reshape(-1, 3)
+    return np.unique(rgb, axis=0).tolist()
 
 
 def check_pair(
