@@ -281,3 +281,16 @@ def test_real_folder_read_only_input(tmp_path, duke_dir):
     finally:
         for p in [tmp_path, *tmp_path.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_a_view_that_contradicts_the_pixels_is_logged_and_the_pixels_side_used(tmp_path, caplog):
+    """The ramp image is brighter on the right (breast on the right); a View saying left must not leave it there."""
+    from scripts.data.prepare import prepare_dataset
+
+    folder = _make_folder(tmp_path / "duke", [_row(view="lcc", x=40)])
+    with caplog.at_level(logging.WARNING):
+        result = prepare_dataset(str(folder), str(tmp_path / "cache"), 16, val_fraction=0)
+    (item,) = result["train"]
+    assert item["flipped"]  # moved to the left, as the pixels require
+    assert "recorded breast side 'left' disagrees with the pixels (breast on the right" in caplog.text
+    assert "a.jpg" in caplog.text

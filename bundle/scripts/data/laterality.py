@@ -6,6 +6,7 @@ two mirror images. The flip is recorded (``"flipped"``) so that outputs can be m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -15,6 +16,8 @@ from monai.transforms import MapTransform, Transform
 from .foreground import detect_breast_side
 
 __all__ = ["NormalizeLaterality", "NormalizeLateralityd"]
+
+logger = logging.getLogger(__name__)
 
 
 class NormalizeLaterality(Transform):
@@ -59,7 +62,8 @@ class NormalizeLateralityd(MapTransform):
     Args:
         keys: arrays to flip (e.g. ``("image", "label")``).
         source_key: array used for detection.
-        side_key: dictionary entry with the known side (``"left"``/``"right"``/``None``); missing → detection.
+        side_key: dictionary entry with the recorded side (``"left"``/``"right"``/``None``); missing → detection. A
+            recorded side that the pixels contradict is logged (naming ``d["source"]``) and the pixels' side used.
     """
 
     def __init__(
@@ -71,7 +75,19 @@ class NormalizeLateralityd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, np.ndarray]) -> dict:
         d = dict(data)
-        flip = self.op.needs_flip(d[self.source_key], d.get(self.side_key))
+        side = d.get(self.side_key)
+        if side is not None:
+            detected = detect_breast_side(d[self.source_key])
+            if detected != side:
+                # e.g. a Duke View that says right on an image whose breast lies on the left: flipping by the record
+                # would put the chest wall on the right, where the network never saw it
+                logger.warning(
+                    "%s: the recorded breast side %r disagrees with the pixels (breast on the %s of the image); "
+                    "using the pixels' side, so that the chest wall lands at column 0",
+                    d.get("source") or "image", side, detected,
+                )  # fmt: skip
+                side = detected
+        flip = self.op.needs_flip(d[self.source_key], side)
         for key in self.key_iterator(d):
             d[key] = self.op.flip(d[key], flip)
         d["flipped"] = flip

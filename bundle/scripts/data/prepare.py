@@ -57,7 +57,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: bump when the preparation code changes its output, so that old caches are not reused (2: items record their
-#: flip, crop box, window and scale; 3: DICOM VOI LUT applied, DICOM patients pseudonymised).
+#: flip, crop box, window and scale; 3: DICOM VOI LUT applied, DICOM patients pseudonymised, a recorded breast side
+#: that the pixels contradict gives way to them).
 PIPELINE_VERSION = 3
 
 
@@ -154,7 +155,7 @@ def _save(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
 def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Generator, counts: Counter) -> list[dict]:
     """Write the prepared slices of one case into ``out_dir``; returns their datalist items (relative paths)."""
     volume = NormalizeLateralityd(keys=("image", "label"))(
-        {"image": case.image, "label": case.label, "breast_side": case.breast_side}
+        {"image": case.image, "label": case.label, "breast_side": case.breast_side, "source": case.source}
     )
     image, label, flip = volume["image"], volume["label"], volume["flipped"]
     keep = select_lesion_slices(
