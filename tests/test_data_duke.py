@@ -284,10 +284,13 @@ def test_real_folder_read_only_input(tmp_path, duke_dir):
 
 
 def test_a_view_that_contradicts_the_pixels_is_logged_and_the_pixels_side_used(tmp_path, caplog):
-    """The ramp image is brighter on the right (breast on the right); a View saying left must not leave it there."""
+    """A breast on the right half only; a View saying left must not leave it there."""
     from scripts.data.prepare import prepare_dataset
 
     folder = _make_folder(tmp_path / "duke", [_row(view="lcc", x=40)])
+    gray = np.full((IMG_H, IMG_W), 10, np.uint8)
+    gray[:, IMG_W // 2 :] = np.random.default_rng(0).integers(150, 220, (IMG_H, IMG_W - IMG_W // 2))  # textured
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(folder / "images" / "a.jpg", quality=95)
     with caplog.at_level(logging.WARNING):
         result = prepare_dataset(str(folder), str(tmp_path / "cache"), 16, val_fraction=0)
     (item,) = result["train"]

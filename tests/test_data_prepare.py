@@ -248,3 +248,23 @@ def test_items_record_how_to_map_outputs_back_to_the_source_slice(tmp_path, crop
         hits = src[np.clip(r, 0, src.shape[0] - 1), np.clip(c, 0, src.shape[1] - 1)]
         # nearest source pixel of a resampled mask: all but the boundary ring must land inside the lesion
         assert hits.mean() >= 0.8, (it["case_id"], hits.mean())
+
+
+def test_patch_mode_gives_no_window_to_specks_below_min_lesion_area(tmp_path, caplog):
+    """A lesion with JPEG-like specks around it: one patch for the lesion, none for the 1-px specks (counted)."""
+    from PIL import Image
+
+    root = tmp_path / "specks"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    image, label = synthetic_volume(0, "left")
+    mask = label[2].copy()
+    for r, c in ((2, 2), (2, 40), (40, 2)):
+        mask[r, c] = 1  # isolated specks
+    Image.fromarray((image[2] / 10).clip(0, 255).astype(np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(mask * 255).save(root / "labels" / "a.png")
+    with caplog.at_level(logging.WARNING):
+        result = prepare_dataset(str(root), str(tmp_path / "cache"), image_size=16, crop_mode="patch",
+                                 min_patch_size=16, min_lesion_area=5, val_fraction=0)  # fmt: skip
+    assert len(result["train"]) == 1 and result["counts"]["skipped_small_components"] == 3
+    assert "skipped_small_components" in caplog.text

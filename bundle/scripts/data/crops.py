@@ -340,11 +340,13 @@ def square_outputs(
     jitter: float = 0.1,
     min_patch_size: int = 64,
     rng: np.random.Generator | int | None = None,
+    min_component_area: int = 1,
 ) -> list[tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[int, int, int]]]:
     """Every square output of one windowed, breast-cropped slice, with the window it was cut from.
 
     ``crop_mode="slice"``: one output, :func:`slice_window`. ``"patch"``: ``patches_per_lesion`` lesion-centred
-    windows (:func:`patch_window`) per lesion component (``scipy.ndimage.label``, 4-connected), or, on a lesion-free
+    windows (:func:`patch_window`) per lesion component (``scipy.ndimage.label``, 4-connected) of at least
+    ``min_component_area`` pixels (smaller ones, e.g. JPEG specks, get no window of their own), or, on a lesion-free
     slice, ``patches_per_lesion`` random breast windows of ``min_patch_size`` px (:func:`background_window`).
 
     Args:
@@ -367,10 +369,12 @@ def square_outputs(
         windows = [slice_window(*image.shape)]
     elif label.any():
         components, n = ndimage.label(label > 0)
+        areas = np.bincount(components.ravel(), minlength=n + 1)[1:]
         windows = [
             patch_window((box[0].start, box[0].stop, box[1].start, box[1].stop), context_factor, jitter,
                          min_patch_size, rng)
-            for box in ndimage.find_objects(components)[:n]
+            for box, area in zip(ndimage.find_objects(components)[:n], areas, strict=True)
+            if area >= min_component_area
             for _ in range(patches_per_lesion)
         ]  # fmt: skip
     else:

@@ -14,7 +14,7 @@ from skimage.filters import threshold_otsu
 
 from .arrays import as_float32, check_finite
 
-__all__ = ["otsu_threshold", "breast_mask", "fill_holes", "detect_breast_side"]
+__all__ = ["otsu_threshold", "breast_mask", "fill_holes", "breast_side_votes", "detect_breast_side"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -108,18 +108,18 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | hole[background]
 
 
-def detect_breast_side(image: np.ndarray) -> str:
-    """Image side on which the breast lies: the half of the columns holding more foreground pixels.
+def breast_side_votes(image: np.ndarray) -> tuple[int, int]:
+    """Foreground pixels in the left and right column halves of a slice (or the mean projection of a stack).
 
     Foreground is the Otsu-thresholded slice (:func:`breast_mask` without the component step; a small bright marker
-    on the other side counts only by its area). Ties (e.g. a constant image) give ``"left"``.
+    on the other side counts only by its area).
 
     Args:
         image: ``(H, W)`` slice (bright = tissue), or ``(..., H, W)`` stack such as an ``(S, H, W)`` volume (the
             mean over the leading axes is used).
 
     Returns:
-        ``"left"`` (breast at low column indices) or ``"right"``.
+        ``(left, right)`` pixel counts; ``(0, 0)`` for a constant image.
 
     Raises:
         ValueError: fewer than 2 dimensions or an empty array.
@@ -130,8 +130,25 @@ def detect_breast_side(image: np.ndarray) -> str:
         raise ValueError(f"expected a non-empty (..., H, W) array, got shape {image.shape}")
     image = as_float32(image).reshape(-1, *image.shape[-2:]).mean(axis=0)  # (H, W) mean projection
     if float(image.max()) <= float(image.min()):
-        return "left"
+        return 0, 0
     fg = _foreground(image)
     half = image.shape[-1] // 2
-    left, right = fg[:, :half].sum(), fg[:, image.shape[-1] - half :].sum()
+    return int(fg[:, :half].sum()), int(fg[:, image.shape[-1] - half :].sum())
+
+
+def detect_breast_side(image: np.ndarray) -> str:
+    """Image side on which the breast lies: the half of the columns holding more foreground pixels
+    (:func:`breast_side_votes`). Ties (e.g. a constant image) give ``"left"``.
+
+    Args:
+        image: ``(H, W)`` slice or ``(..., H, W)`` stack (see :func:`breast_side_votes`).
+
+    Returns:
+        ``"left"`` (breast at low column indices) or ``"right"``.
+
+    Raises:
+        ValueError: fewer than 2 dimensions or an empty array.
+        DataError: NaN or Inf pixels.
+    """
+    left, right = breast_side_votes(image)
     return "right" if right > left else "left"

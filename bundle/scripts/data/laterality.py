@@ -13,11 +13,27 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from .foreground import detect_breast_side
+from .foreground import breast_side_votes, detect_breast_side
 
 __all__ = ["NormalizeLaterality", "NormalizeLateralityd"]
 
 logger = logging.getLogger(__name__)
+
+
+def _clear_side(image: np.ndarray) -> str | None:
+    """The side with at least twice the other side's foreground (:func:`breast_side_votes`), else ``None`` (no clear
+    answer: a recorded side then stands). Images the detection cannot read (e.g. beyond float32) give ``None``."""
+    from .case import DataError
+
+    try:
+        left, right = breast_side_votes(image)
+    except DataError:
+        return None
+    if right > 2 * left:
+        return "right"
+    if left > 2 * right:
+        return "left"
+    return None
 
 
 class NormalizeLaterality(Transform):
@@ -63,7 +79,8 @@ class NormalizeLateralityd(MapTransform):
         keys: arrays to flip (e.g. ``("image", "label")``).
         source_key: array used for detection.
         side_key: dictionary entry with the recorded side (``"left"``/``"right"``/``None``); missing → detection. A
-            recorded side that the pixels contradict is logged (naming ``d["source"]``) and the pixels' side used.
+            recorded side that the pixels clearly contradict (twice the foreground on the other half) is logged
+            (naming ``d["source"]``) and the pixels' side used.
     """
 
     def __init__(
@@ -77,8 +94,8 @@ class NormalizeLateralityd(MapTransform):
         d = dict(data)
         side = d.get(self.side_key)
         if side is not None:
-            detected = detect_breast_side(d[self.source_key])
-            if detected != side:
+            detected = _clear_side(d[self.source_key])
+            if detected is not None and detected != side:
                 # e.g. a Duke View that says right on an image whose breast lies on the left: flipping by the record
                 # would put the chest wall on the right, where the network never saw it
                 logger.warning(

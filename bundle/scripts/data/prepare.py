@@ -37,6 +37,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from .case import Case, DataError
 from .crops import CROP_MODES, CropBreastRegiond, square_outputs
@@ -178,7 +179,12 @@ def _prepare_case(case: Case, out_dir: Path, params: dict, rng: np.random.Genera
         outputs = square_outputs(
             img, lab, params["image_size"], case.spacing[1:], params["crop_mode"], params["patches_per_lesion"],
             params["context_factor"], params["jitter"], params["min_patch_size"], rng,
+            min_component_area=max(params["min_lesion_area"], 1),
         )  # fmt: skip
+        if params["crop_mode"] == "patch" and had_lesion:
+            components, n = ndimage.label(lab > 0)
+            small = int((np.bincount(components.ravel(), minlength=n + 1)[1:] < params["min_lesion_area"]).sum())
+            counts["skipped_small_components"] += small  # no patch of their own (still inside others' windows)
         for j, (out_img, out_lab, spacing, win) in enumerate(outputs):
             if had_lesion and not out_lab.any():  # lesion thinner than an output pixel: the pair would lie
                 logger.warning(
@@ -259,7 +265,8 @@ def prepare_dataset(
         cache_dir: where ``<key>/`` (files + ``datalist.json``) is written; must not lie inside ``dataset_dir``.
         image_size: output side ``n`` (pixels) of every prepared slice.
         crop_mode: ``"slice"`` (whole breast, padded square) or ``"patch"`` (lesion-centred windows).
-        min_lesion_area, neighbour_slices, lesion_free_fraction: slice selection (:func:`select_lesion_slices`).
+        min_lesion_area, neighbour_slices, lesion_free_fraction: slice selection (:func:`select_lesion_slices`);
+            in patch mode also the smallest lesion component that gets a window of its own.
         context_factor, jitter, min_patch_size, patches_per_lesion: patch mode (:func:`lesion_patch`); lesion-free
             slices give ``patches_per_lesion`` random breast windows of ``min_patch_size`` pixels.
         window_percentiles: ``(lower, upper)`` percentiles of :class:`PercentileWindow`.
