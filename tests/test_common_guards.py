@@ -143,6 +143,19 @@ def test_a_failed_run_ends_with_the_bundles_own_message(tmp_path, launcher, monk
     assert proc.returncode == 1
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert last == f"ERROR: {missing}: dataset folder not found"
+    assert not (tmp_path / "ckpt").exists()  # the empty ckpt_dir it had created is gone
+
+
+def test_remove_empty_created_folders_keeps_anything_with_content(tmp_path):
+    from scripts.common import guards
+
+    guards.check_writable(str(tmp_path / "a" / "b" / "c"))
+    guards.check_writable(str(tmp_path / "kept" / "out"))
+    (tmp_path / "kept" / "out" / "weights.pt").write_bytes(b"w")
+    guards.check_writable(str(tmp_path))  # existed: nothing to remove
+    removed = guards.remove_empty_created_folders()
+    assert sorted(removed) == sorted(str(tmp_path / p) for p in ("a/b/c", "a/b", "a"))
+    assert (tmp_path / "kept" / "out" / "weights.pt").is_file() and tmp_path.is_dir()
 
 
 @pytest.mark.parametrize(("run_id", "workflow"), [("training", "train"), ("training", "baseline_train"),

@@ -29,6 +29,7 @@ from monai.handlers import from_engine
 __all__ = [
     "check_writable",
     "check_size_multiple",
+    "remove_empty_created_folders",
     "root_cause",
     "install_error_summary",
     "NonFiniteLossError",
@@ -57,7 +58,8 @@ def root_cause(error: BaseException) -> BaseException:
 
 def install_error_summary() -> None:
     """Make ``sys.excepthook`` print, after the usual traceback, one last line ``ERROR: <message>`` of the error's
-    :func:`root_cause`; idempotent. Installed when the configs import ``scripts``."""
+    :func:`root_cause`, after removing the empty output folders the run created
+    (:func:`remove_empty_created_folders`); idempotent. Installed when the configs import ``scripts``."""
     import sys
 
     if getattr(sys.excepthook, "_pig_summary", False):
@@ -66,6 +68,8 @@ def install_error_summary() -> None:
 
     def hook(kind, value, tb):
         previous(kind, value, tb)
+        for path in remove_empty_created_folders():  # a failed run leaves no empty output folder behind
+            logger.info("removed the empty folder %s this failed run had created", path)
         cause = root_cause(value)
         message = str(cause.args[0]) if isinstance(cause, KeyError) and cause.args else str(cause)
         if message:
@@ -133,6 +137,7 @@ def check_writable(folder: str, option: str = "output_dir", min_free_mb: float =
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise fail(OSError(errno.ENOTDIR, "not a directory"), "it exists and is not a folder")
+    created = _first_missing(folder)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:  # e.g. a parent is a file, or a read-only parent
@@ -152,7 +157,44 @@ def check_writable(folder: str, option: str = "output_dir", min_free_mb: float =
     free_mb = shutil.disk_usage(folder).free / 2**20
     if free_mb < min_free_mb:
         raise fail(OSError(errno.ENOSPC, "no space"), f"only {free_mb:.1f} MiB free (need at least {min_free_mb} MiB)")
+    if created is not None:
+        _CREATED.append((created, os.path.abspath(folder)))
     return folder
+
+
+#: ``(top-most folder created, the output folder)`` of every :func:`check_writable` call that created folders:
+#: removed again, when still empty, by the error summary of a failed run.
+_CREATED: list[tuple[str, str]] = []
+
+
+def _first_missing(folder: str) -> str | None:
+    """The top-most missing folder on the way to ``folder`` (what ``os.makedirs`` will create), or None."""
+    path, missing = os.path.abspath(folder), None
+    while not os.path.exists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def remove_empty_created_folders() -> list[str]:
+    """Remove the folders :func:`check_writable` created in this process that are still empty (from the output
+    folder up to the top-most one created); never a folder that holds anything. Returns the removed paths."""
+    removed = []
+    while _CREATED:
+        top, folder = _CREATED.pop()
+        path = folder
+        while True:
+            try:
+                os.rmdir(path)  # fails on anything not empty: nothing is ever deleted but empty folders
+            except OSError:
+                break
+            removed.append(path)
+            if path == top:
+                break
+            path = os.path.dirname(path)
+    return removed
 
 
 class NonFiniteLossError(FloatingPointError):
