@@ -152,6 +152,18 @@ def test_inference_refuses_weights_of_another_architecture_or_image_size(tmp_pat
     msg = str(cause(excinfo))
     assert f"{ckpt / 'guider.pt'} was trained at image_size 64" in msg and "--image_size 64" in msg
     assert not (tmp_path / "out" / "manifest.csv").exists()
+    # With a training run record, the refusal names the overlay that sets the size and the network sizes together
+    # (--image_size alone would next fail on the network sizes).
+    (ckpt / "runs").mkdir()
+    argv = ["monai.bundle", "run", "training", "--config_file",
+            str(["configs/data.json", "configs/diffusion.json", "configs/train.json", "/somewhere/configs/demo.json"])]
+    (ckpt / "runs" / "20261202T000000Z_training.json").write_text(json.dumps({"argv": argv}))
+    p = parser("inference", "smoke.json", ckpt_dir=str(ckpt), output_dir=str(tmp_path / "out"))
+    with pytest.raises(RuntimeError) as excinfo:
+        p.get_parsed_content("inference")
+    msg = str(cause(excinfo))
+    assert "trained at image_size 64 with the overlay 'configs/demo.json'" in msg
+    assert "add 'configs/demo.json' at the end of --config_file" in msg
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes

@@ -25,6 +25,7 @@ __all__ = [
     "training_spacing",
     "write_dataset_summary",
     "check_image_size",
+    "training_overlays",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,39 @@ def check_image_size(ckpt_dir: str, image_size: int, files: Sequence[str]) -> No
     with open(path, encoding="utf-8") as f:
         trained = json.load(f).get("image_size")
     if trained is not None and int(trained) != int(image_size):
+        overlays, record = training_overlays(ckpt_dir)
+        if overlays:  # the overlay sets the image size and the network sizes together: --image_size alone would not
+            listed = ", ".join(f"'configs/{o}'" for o in overlays)
+            raise ValueError(
+                f"{existing[0]} was trained at image_size {trained} with the overlay {listed} (see {record}); this run "
+                f"is configured for {image_size}: add {listed} at the end of --config_file (it also sets the network "
+                f"sizes), or use another --ckpt_dir to train at {image_size}"
+            )
         raise ValueError(
             f"{existing[0]} was trained at image_size {trained} (see {path}), this run is configured for "
-            f"{image_size}: pass --image_size {trained}, or use another --ckpt_dir to train at {image_size}"
+            f"{image_size}: pass --image_size {trained} (and the training's network sizes), or use another "
+            f"--ckpt_dir to train at {image_size}"
         )
+
+
+def training_overlays(ckpt_dir: str) -> tuple[list[str], str | None]:
+    """The overlay config files (``demo.json``, ``smoke.json``, your own: every ``--config_file`` entry that is not a
+    layer or workflow file of the bundle) of the newest training run record in ``<ckpt_dir>/runs/``, by file name,
+    and that record's path; ``([], None)`` without a record or overlays."""
+    import ast
+    import glob
+
+    from .configs import WORKFLOW_CONFIGS
+
+    records = sorted(glob.glob(os.path.join(ckpt_dir, "runs", "*_training*.json")))
+    if not records:
+        return [], None
+    try:
+        with open(records[-1], encoding="utf-8") as f:
+            argv = json.load(f).get("argv") or []
+        files = argv[argv.index("--config_file") + 1]
+        files = ast.literal_eval(files) if files.startswith("[") else [files]
+    except (OSError, ValueError, IndexError, SyntaxError, AttributeError):
+        return [], records[-1]
+    known = {name for names in WORKFLOW_CONFIGS.values() for name in names}
+    return [os.path.basename(f) for f in files if os.path.basename(f) not in known], records[-1]
