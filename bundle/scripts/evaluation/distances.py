@@ -39,11 +39,12 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> dict:
     ``||mu_a - mu_b||² + Tr(S_a + S_b - 2 (S_a S_b)^½)`` (Heusel et al. 2017), covariances with the N - 1
     denominator, the matrix square root by ``scipy.linalg.sqrtm`` inside MONAI. With N ≤ D a covariance is singular:
     the value is still defined and finite (MONAI retries with 1e-6 on the diagonal when ``sqrtm`` fails), but it is
-    noisy and strongly biased; ``rank_deficient`` says so. Numerical error can leave values of about ±1e-4 around a
-    true 0 (a set against itself); they are reported as computed, never clipped.
+    noisy and strongly biased; ``rank_deficient`` says so. Numerical error (the matrix square root of nearly
+    singular covariances) leaves values around a true 0 (a set against itself): -1.4e-2 was measured with N ≤ D.
+    They are reported as computed, never clipped; ``negative`` flags a value below 0.
 
     Returns:
-        ``{"fid": float, "n_a": int, "n_b": int, "feature_dim": int, "rank_deficient": bool}``.
+        ``{"fid": float, "n_a": int, "n_b": int, "feature_dim": int, "rank_deficient": bool, "negative": bool}``.
 
     Raises:
         ValueError: fewer than 2 rows in a set, mismatched D, non-finite input, or a result that is complex (MONAI's
@@ -63,6 +64,7 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> dict:
         "n_b": int(b.shape[0]),
         "feature_dim": int(dim),
         "rank_deficient": bool(n_min <= dim),
+        "negative": bool(float(value) < 0),
     }
 
 
@@ -111,7 +113,8 @@ def kernel_inception_distance(
     Each of ``num_subsets`` rounds draws ``subset_size`` rows of ``a`` and of ``b`` without replacement
     (``numpy.random.default_rng(seed)``), as torch-fidelity does (defaults 1000 / 100 there too). A
     ``subset_size`` larger than a set is **capped** at the smaller set's size and flagged (``subset_capped``); when
-    the cap equals both set sizes every subset is the whole set and ``kid_std`` is 0.
+    the cap equals both set sizes every subset is the whole set: no spread can be estimated (``kid_std`` is 0 and
+    ``spread_estimable`` False).
 
     Returns:
         ``{"kid_mean", "kid_std", "subset_size" (used), "subset_size_requested", "subset_capped", "num_subsets",
@@ -140,6 +143,7 @@ def kernel_inception_distance(
         "subset_size": int(m),
         "subset_size_requested": int(subset_size),
         "subset_capped": bool(m < subset_size),
+        "spread_estimable": bool(m < max(a.shape[0], b.shape[0])),
         "num_subsets": int(num_subsets),
         "n_a": int(a.shape[0]),
         "n_b": int(b.shape[0]),

@@ -77,24 +77,23 @@ def feature_distances(
     )
     try:
         fid = frechet_distance(feats_a, feats_b)
-        out.update(fid=fid["fid"], feature_dim=fid["feature_dim"], rank_deficient=fid["rank_deficient"])
+        out.update(fid=fid["fid"], feature_dim=fid["feature_dim"], rank_deficient=fid["rank_deficient"],
+                   fid_negative=fid["negative"])  # fmt: skip
         logger.info("FID %s vs %s = %.4f %s", label_a, label_b, fid["fid"], tag)
+        if fid["negative"]:
+            logger.warning("FID %s vs %s is below 0 (%.4g): numerical error around a true 0, reported as computed",
+                           label_a, label_b, fid["fid"])  # fmt: skip
     except ValueError as err:
         out["fid_error"] = str(err)
         logger.warning("FID %s vs %s not computed: %s", label_a, label_b, err)
     try:
         kid = kernel_inception_distance(feats_a, feats_b, kid_subset_size, kid_num_subsets, seed=seed)
         out.update({k: v for k, v in kid.items() if k not in ("n_a", "n_b", "feature_dim")})
+        spread = f"± {kid['kid_std']:.6f}" if kid["spread_estimable"] else "(no spread: every subset is the whole set)"
         logger.info(
-            "KID %s vs %s = %.6f ± %.6f (subsets of %d × %d) %s",
-            label_a,
-            label_b,
-            kid["kid_mean"],
-            kid["kid_std"],
-            kid["subset_size"],
-            kid["num_subsets"],
-            tag,
-        )
+            "KID %s vs %s = %.6f %s (subsets of %d × %d) %s",
+            label_a, label_b, kid["kid_mean"], spread, kid["subset_size"], kid["num_subsets"], tag,
+        )  # fmt: skip
     except ValueError as err:
         out["kid_error"] = str(err)
         logger.warning("KID %s vs %s not computed: %s", label_a, label_b, err)

@@ -110,8 +110,13 @@ def summary_markdown(metrics: dict) -> str:
     rows += [(names[k], v) for k, v in d["controls"].items()]
     for name, r in rows:
         fid = _num(r.get("fid"), 3) if "fid" in r else f"error: {r.get('fid_error')}"
+        if r.get("fid_negative"):
+            fid += " (< 0: numerical error)"
         if "kid_mean" in r:
-            kid = f"{_num(r['kid_mean'])} ± {_num(r['kid_std'])}"
+            spread = "(no spread: subsets = whole sets)"
+            if r.get("spread_estimable", True):
+                spread = f"± {_num(r['kid_std'])}"
+            kid = f"{_num(r['kid_mean'])} {spread}"
             sub = f"{r['subset_size']} × {r['num_subsets']}" + (" (capped)" if r["subset_capped"] else "")
         else:
             kid, sub = f"error: {r.get('kid_error')}", "—"
