@@ -90,7 +90,7 @@ def test_kid_by_hand_on_one_dimensional_pairs():
     out = kernel_inception_distance(x, y, subset_size=2, num_subsets=5)
     # subsets of the whole 2-element sets are permutations of them: every estimate is 9.5
     assert out["kid_mean"] == pytest.approx(9.5, abs=1e-12) and out["kid_std"] == pytest.approx(0.0, abs=1e-12)
-    assert not out["subset_capped"]
+    assert not out["subset_capped"] and not out["spread_estimable"]  # a 0 that says nothing: flagged
 
 
 def test_kid_two_dimensional_by_hand_with_gamma_one_half():
@@ -117,6 +117,7 @@ def test_kid_subset_larger_than_a_set_is_capped_and_flagged():
     g = torch.Generator().manual_seed(0)
     out = kernel_inception_distance(torch.randn(7, 5, generator=g), torch.randn(30, 5, generator=g), subset_size=1000)
     assert out["subset_capped"] and out["subset_size"] == 7 and out["subset_size_requested"] == 1000
+    assert out["spread_estimable"]  # subsets of the 30-row set still differ
     assert np.isfinite(out["kid_mean"]) and np.isfinite(out["kid_std"])
     with pytest.raises(ValueError, match="subset_size"):
         kernel_inception_distance(torch.randn(7, 5), torch.randn(7, 5), subset_size=1)
@@ -148,3 +149,12 @@ def test_kid_on_whole_sets_equals_torch_fidelity():
     theirs = kid_features_to_metric(a, b, kid_subsets=1, kid_subset_size=40, verbose=False, rng_seed=0)
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9)
     assert ours["kid_mean"] > 0
+
+
+def test_fid_below_zero_is_reported_as_computed_and_flagged():
+    from scripts.evaluation.distances import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 32, generator=g, dtype=torch.float64)  # N << D: near-singular covariances
+    out = frechet_distance(x, x.clone())
+    assert out["negative"] == (out["fid"] < 0) and out["rank_deficient"]
