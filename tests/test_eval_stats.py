@@ -118,3 +118,22 @@ def test_ms_ssim_of_identical_images_is_one_and_of_different_ones_lower():
     noisy = torch.cat([base, (base + 0.1 * torch.randn(1, 1, 32, 32, generator=g)).clamp(0, 1)])
     other = torch.cat([base, torch.rand(1, 1, 32, 32, generator=g)])
     assert pairwise_ms_ssim(other)["mean"] < pairwise_ms_ssim(noisy)["mean"] < 1.0
+
+
+def test_real_reference_split_all_pools_training_and_validation(tmp_path):
+    import nibabel as nib
+
+    from scripts.evaluation.sets import load_real_set
+
+    items = {}
+    for split, n in (("train", 3), ("validation", 2)):
+        items[split] = []
+        for i in range(n):
+            paths = {k: str(tmp_path / f"{split}{i}_{k}.nii.gz") for k in ("image", "label")}
+            nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), paths["image"])
+            nib.save(nib.Nifti1Image(np.zeros((8, 8), np.uint8), np.eye(4)), paths["label"])
+            items[split].append({**paths, "patient_id": f"{split}{i}", "spacing_mm": [1, 1]})
+    assert load_real_set(items, "train").description["n"] == 3
+    assert load_real_set(items, "all").description["n"] == 5 and load_real_set(items, "all", max_images=4).description["n"] == 4
+    with pytest.raises(ValueError, match="real_split must be one of"):
+        load_real_set(items, "everything")

@@ -47,7 +47,8 @@ class EvaluationSettings:
         blur_sigma: Gaussian sigma in pixels of the blurred-real control.
         grid_pairs: pairs per side in ``pairs_grid.png``.
         max_images: use at most this many pairs of each set (None: all).
-        real_split: datalist split used as the real reference (``"train"``: what the generator learned from).
+        real_split: datalist split used as the real reference (``"train"``: what the generator learned from;
+            ``"validation"``; ``"all"``: both).
         seed: seeds the half split, the generated subset, KID subsets and diversity pairs.
         batch_size: images per segmenter pass (pair consistency).
     """

@@ -20,7 +20,7 @@ from ..common.value_range import image_to_unit
 from ..common.writer import read_manifest
 from ..seg.folds import patient_folds
 
-__all__ = ["GENERATED_HINT", "PairSet", "load_real_set", "load_generated_set", "split_halves"]
+__all__ = ["GENERATED_HINT", "REAL_SPLITS", "PairSet", "load_real_set", "load_generated_set", "split_halves"]
 
 #: appended to the message when a generated folder holds no manifest.
 GENERATED_HINT = "expected a PIG inference output folder"
@@ -60,6 +60,10 @@ class PairSet:
         return out
 
 
+#: the real reference a generated set is compared with.
+REAL_SPLITS = ("train", "validation", "all")
+
+
 def _limit(n: int, max_images: int | None) -> int:
     return n if max_images is None else min(n, int(max_images))
 
@@ -70,13 +74,17 @@ def load_real_set(datalist: dict, split: str = "train", max_images: int | None =
     Args:
         datalist: ``prepare_dataset``'s output, or ``scripts.data.prepare.read_datalist`` of a ``datalist.json``
             (absolute ``image`` / ``label`` paths).
-        split: ``"train"`` or ``"validation"``.
+        split: ``"train"`` (what the generator learned from), ``"validation"`` or ``"all"`` (both, training items
+            first).
         max_images: use at most this many items (None: all).
 
     Raises:
-        ValueError: the split is empty.
+        ValueError: an unknown split, or the split is empty.
     """
-    items = list(datalist.get(split) or [])[: _limit(len(datalist.get(split) or []), max_images)]
+    if split not in REAL_SPLITS:
+        raise ValueError(f"real_split must be one of {REAL_SPLITS}, got {split!r}")
+    pool = [it for name in (("train", "validation") if split == "all" else (split,)) for it in datalist.get(name) or []]
+    items = pool[: _limit(len(pool), max_images)]
     if not items:
         raise ValueError(f"the real datalist has no '{split}' items to compare with")
     images, masks = [], []
