@@ -383,3 +383,27 @@ def test_series_with_two_patient_ids_error_names_no_id(tmp_path):
     with pytest.raises(DataError) as err:
         dicom_patient_id(folder)
     assert str(folder) in str(err.value) and SECRET_ID not in str(err.value) and "OTHER-42" not in str(err.value)
+
+
+def test_a_missing_pixel_decoder_is_named_not_called_corrupt(tmp_path):
+    """High-Throughput JPEG 2000 needs pylibjpeg-openjpeg, which the requirements do not install."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, generate_uid
+
+    from scripts.data.case import DataError
+    from scripts.data.readers import read_array
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.201")  # HTJ2K lossless
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = encapsulate([b"\x00" * 20])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "htj2k.dcm", enforce_file_format=True)
+    with pytest.raises(DataError, match=r"htj2k.dcm: no decoder installed .*High-Throughput JPEG 2000.*pylibjpeg"):
+        read_array(tmp_path / "htj2k.dcm")

@@ -134,6 +134,7 @@ def test_real_reference_split_all_pools_training_and_validation(tmp_path):
             nib.save(nib.Nifti1Image(np.zeros((8, 8), np.uint8), np.eye(4)), paths["label"])
             items[split].append({**paths, "patient_id": f"{split}{i}", "spacing_mm": [1, 1]})
     assert load_real_set(items, "train").description["n"] == 3
-    assert load_real_set(items, "all").description["n"] == 5 and load_real_set(items, "all", max_images=4).description["n"] == 4
+    assert load_real_set(items, "all").description["n"] == 5
+    assert load_real_set(items, "all", max_images=4).description["n"] == 4
     with pytest.raises(ValueError, match="real_split must be one of"):
         load_real_set(items, "everything")

@@ -316,12 +316,21 @@ def _laterality(ds) -> str | None:
 def _dcmread(path: Path, pixels: bool = True):
     import pydicom
 
+    ds = None
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
         array = np.asarray(ds.pixel_array) if pixels else None
     except Exception as err:  # pydicom raises InvalidDicomError, AttributeError, ValueError, ... for bad files
         what = "pixel data" if pixels else "header"
         reason = f"{type(err).__name__}: {err}"
+        if "missing dependencies" in str(err):  # pydicom found no installed decoder: the file may be fine
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            name = getattr(syntax, "name", None) or "its transfer syntax"
+            needs = " ".join(line.strip() for line in str(err).splitlines()[1:]) or "a pydicom pixel-data plugin"
+            raise DataError(
+                f"{path}: no decoder installed for its compressed pixel data ({name}); install it: {needs} "
+                "(e.g. pip install pylibjpeg pylibjpeg-openjpeg)"
+            ) from err
         raise DataError(f"{path}: cannot read DICOM {what} (truncated or corrupt?): {reason}") from err
     if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
         raise DataError(f"{path}: expected a gray DICOM image, got SamplesPerPixel={ds.SamplesPerPixel}")
