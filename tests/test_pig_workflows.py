@@ -30,14 +30,18 @@ def check_pairs(out: Path, n: int, size: int) -> list[dict]:
 
 def train_and_sample(tmp_path: Path, n: int, *data_args: str, cache: Path | None = None) -> tuple[Path, Path]:
     ckpt, out, cache = tmp_path / "ckpt dir", tmp_path / "out", cache or tmp_path / "cache"
-    bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
+    proc = bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
     for name in ("guider.pt", "generator.pt", "guider_checkpoint.pt", "generator_checkpoint.pt", "dataset.json"):
         assert (ckpt / name).is_file(), name
+    log = proc.stdout + proc.stderr  # the log says which stage runs, and at the end what was written where
+    assert "stage 1 of 2: guider: training from scratch" in log and "stage 2 of 2: generator: done, weights" in log
+    assert f"training finished: wrote guider.pt, generator.pt, preview.png, dataset.json in {ckpt}" in log
     assert list((ckpt / "runs").glob("*_training.json"))
     assert (ckpt / "preview.png").is_file()
-    bundle_run(
+    proc = bundle_run(
         "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", str(n)
     )
+    assert f"inference finished: wrote {n} × *_image.nii.gz, manifest.csv in {out}" in proc.stdout + proc.stderr
     check_pairs(out, n, 32)
     return ckpt, out
 
@@ -98,6 +102,8 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
     )
     log = proc.stdout + proc.stderr
     assert "resumed from" in log and "at epoch 1" in log
+    assert f"stage 1 of 2: guider: resuming from {ckpt / 'guider_checkpoint.pt'}" in log
+    assert "stage 2 of 2: generator: training from scratch" in log  # its checkpoint was removed
     resumed = torch.load(ckpt / "guider_checkpoint.pt", weights_only=True)
     assert resumed["trainer"]["iteration"] == 4  # 2 epochs x epoch_length 2, the first one not repeated
     assert (ckpt / "generator.pt").is_file()

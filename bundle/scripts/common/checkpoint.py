@@ -366,14 +366,30 @@ class StageCheckpointer:
         logger.info(f"{self.stage} finished: weights in {self.final_path}")
 
 
-def train_stage(trainer: Engine, final_path: str, stage: str) -> bool:
-    """Run ``trainer`` unless ``final_path`` already exists (that stage finished in an earlier run).
+def train_stage(
+    trainer: Engine, final_path: str, stage: str, position: str = "", resume_path: str | None = None
+) -> bool:
+    """Run ``trainer`` unless ``final_path`` already exists (that stage finished in an earlier run), saying which
+    stage of how many runs, whether it starts fresh or resumes, and where its weights went.
+
+    Args:
+        trainer: the stage's engine.
+        final_path: the stage's final weights.
+        stage: its name in the log (``"guider"``).
+        position: e.g. ``"1 of 2"``, logged as ``stage 1 of 2: guider``.
+        resume_path: its resume checkpoint, when it has one (a run that finds it continues from it).
 
     Returns:
         True if the stage ran, False if it was skipped.
     """
+    name = f"stage {position}: {stage}" if position else stage
     if os.path.isfile(final_path):
-        logger.info(f"{stage}: {final_path} exists, stage already complete; skipping (delete it to retrain)")
+        logger.info(f"{name}: {final_path} exists, stage already complete; skipping (delete it to retrain)")
         return False
+    if resume_path and os.path.isfile(resume_path):
+        logger.info(f"{name}: resuming from {resume_path}")
+    else:
+        logger.info(f"{name}: training from scratch ({trainer.state.max_epochs or '?'} epochs)")
     trainer.run()
+    logger.info(f"{name}: done, weights written to {final_path}")
     return True

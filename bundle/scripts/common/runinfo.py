@@ -26,6 +26,7 @@ __all__ = [
     "write_dataset_summary",
     "check_image_size",
     "training_overlays",
+    "report_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,23 @@ def record_run(
         json.dump(record, f, indent=2, default=str)
     logger.info(f"run record written to {path}")
     return path
+
+
+def report_outputs(folder: str, names: Sequence[str], workflow: str, pattern: str | None = None) -> list[str]:
+    """Log, as a workflow's last line, what it wrote where: each of ``names`` found in ``folder`` (and the number of
+    files matching ``pattern``).
+
+    Returns:
+        The paths found.
+    """
+    import glob
+
+    found = [os.path.join(folder, n) for n in names if os.path.exists(os.path.join(folder, n))]
+    parts = [os.path.basename(p) for p in found]
+    if pattern:
+        parts.insert(0, f"{len(glob.glob(os.path.join(folder, pattern)))} × {pattern}")
+    logger.info("%s finished: wrote %s in %s", workflow, ", ".join(parts) or "nothing", os.path.abspath(folder))
+    return found
 
 
 def training_spacing(ckpt_dir: str, default: float = 1.0) -> list[float]:
