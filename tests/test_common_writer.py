@@ -92,3 +92,15 @@ def test_generated_pairs_in_every_output_format_read_back_as_the_nifti_pair(tmp_
         generate_pairs(_inferer(), tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval(), 1, 1, 0, 16,
                        str(tmp_path / "other"), output_formats="nifti,png")  # fmt: skip
     assert not (tmp_path / "other").exists()
+
+
+def test_pair_grid_separates_and_numbers_its_tiles():
+    from scripts.common.grid import GAP, pair_grid
+
+    images, masks = [np.full((32, 32), 0.0)] * 5, [np.zeros((32, 32))] * 5
+    grid = pair_grid(images, masks, columns=4)
+    assert grid.shape == (2 * 32 + GAP, 4 * 32 + GAP * 3, 3)
+    assert (grid[:, 32 : 32 + GAP] == 128).all()  # a gray line between columns 0 and 1
+    corner = grid[:16, :16].astype(int)
+    assert ((corner[..., 0] > 128) & (corner[..., 1] > 128) & (corner[..., 2] < 100)).any()  # a yellow "0"
+    assert not (pair_grid(images, masks, columns=4, labels=False)[:32, :32] != 0).any()

@@ -15,20 +15,28 @@ from scipy import ndimage
 __all__ = ["pair_grid", "save_pair_grid", "free_png_path"]
 
 
+#: pixels of mid-gray between tiles, so that neighbouring pairs are not read as one image.
+GAP = 2
+
+
 def pair_grid(
-    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], columns: int = 4, scale: int = 1
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], columns: int = 4, scale: int = 1, labels: bool = True
 ) -> np.ndarray:
-    """Tile pairs into one RGB uint8 picture, mask outlines in red.
+    """Tile pairs into one RGB uint8 picture, mask outlines in red, tiles apart by a :data:`GAP`-pixel gray line and
+    numbered (``0``, ``1``, ... in yellow, top left, the pair's index in the given order) when ``labels``.
 
     Args:
         images: N arrays (H, W) in [0, 1].
         masks: N arrays (H, W), non-zero = lesion (outline = mask minus its erosion).
         columns: tiles per row.
         scale: integer nearest-neighbour up-scaling per tile (small images are hard to see).
+        labels: write each tile's index (skipped on tiles under 24 px, where it would hide the image).
 
     Returns:
-        (rows * H * scale, columns * W * scale, 3) uint8 array.
+        ``(rows * (H * scale + GAP) - GAP, columns * (W * scale + GAP) - GAP, 3)`` uint8 array.
     """
+    from PIL import ImageDraw
+
     if len(images) != len(masks) or not images:
         raise ValueError("need the same, non-zero number of images and masks")
     tiles = []
@@ -40,11 +48,19 @@ def pair_grid(
         rgb[edge] = (255, 40, 40)
         tiles.append(np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)))
     h, w, _ = tiles[0].shape
+    columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
-    grid = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    grid = np.full((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP, 3), 128, dtype=np.uint8)
     for k, tile in enumerate(tiles):
         r, c = divmod(k, columns)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
+        grid[r * (h + GAP) : r * (h + GAP) + h, c * (w + GAP) : c * (w + GAP) + w] = tile
+    if labels and min(h, w) >= 24:
+        picture = Image.fromarray(grid)
+        draw = ImageDraw.Draw(picture)
+        for k in range(len(tiles)):
+            r, c = divmod(k, columns)
+            draw.text((c * (w + GAP) + 2, r * (h + GAP) + 1), str(k), fill=(255, 230, 0))
+        grid = np.asarray(picture)
     return grid
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .checkpoint import file_sha256
 
@@ -249,6 +250,7 @@ def write_samples(
     check_free(targets)
     series = _synthetic_series() if "dicom_seg" in extra else {}
     rows = []
+    progress = tqdm(total=num_samples, desc=f"sampling {id_prefix} pairs", unit="pair", disable=None)  # off if no TTY
     for start in range(0, num_samples, batch_size):
         index = list(range(start, min(start + batch_size, num_samples)))
         images, labels, extras = sample_batch(index)
@@ -270,6 +272,8 @@ def write_samples(
                     **(extras[k] if extras else {}),
                 }
             )
+        progress.update(len(index))
         logger.info(f"generated {len(rows)}/{num_samples} samples")
+    progress.close()
     write_manifest(manifest, rows, fields)
     return rows
