@@ -149,6 +149,7 @@ def test_a_failed_run_ends_with_the_bundles_own_message(tmp_path, launcher, monk
 def test_remove_empty_created_folders_keeps_anything_with_content(tmp_path):
     from scripts.common import guards
 
+    guards._CREATED.clear()  # folders earlier in-process tests created (this process is one pytest worker)
     guards.check_writable(str(tmp_path / "a" / "b" / "c"))
     guards.check_writable(str(tmp_path / "kept" / "out"))
     (tmp_path / "kept" / "out" / "weights.pt").write_bytes(b"w")
