@@ -110,8 +110,8 @@ def _raw_files(folder):
     folder.mkdir(parents=True, exist_ok=True)
     image, truth = raw_slice("right")
     files = {}
-    png = folder / "slice.png"
-    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(png)
+    png = folder / "slice.jpg"  # a JPEG with 100 dpi in its header, as the Duke export: ITK reads 0.254 mm pixels
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(png, quality=98, dpi=(100, 100))
     files[png] = truth[None]
     left, left_truth = raw_slice("left", (60, 17), seed=1)
     volume = np.stack([left, np.full_like(left, 7.0), left])  # (S, H, W)
@@ -154,9 +154,11 @@ def test_seg_inference_chain_on_raw_files_writes_masks_on_each_source_grid(tmp_p
         mask, spacing, info = read_array(paths["nifti"])
         src, src_spacing, src_info = read_array(path)
         assert mask.shape == src.shape == truth.shape
-        assert np.allclose(spacing, src_spacing)
-        if path.suffix == ".png":  # the geometry ITK (and so 3D Slicer) reads the PNG with
+        if path.suffix == ".jpg":  # the geometry ITK (and so 3D Slicer) reads the JPEG with, not Pillow's 1 mm
             src_info = _read_itk(path)[2]
+            assert np.allclose(np.abs(src_info["affine_ras"][:2, 1:3]).max(axis=0), 0.254)
+        else:
+            assert np.allclose(spacing, src_spacing)
         assert np.allclose(info["affine_ras"], src_info["affine_ras"])
         assert dice(mask, truth) > 0.85, path.name
         if "seg.nrrd" in paths:
@@ -170,7 +172,7 @@ def test_seg_inference_chain_on_raw_files_writes_masks_on_each_source_grid(tmp_p
 
 def test_dicom_seg_only_for_dicom_sources(tmp_path):
     files = _raw_files(tmp_path / "raw")
-    png = [{"image": str(p)} for p in files if p.suffix == ".png"]
+    png = [{"image": str(p)} for p in files if p.suffix == ".jpg"]
     with pytest.raises(ValueError, match="DICOM SEG needs a DICOM source"):
         check_outputs(png, str(tmp_path / "out"), "dicom_seg")
     both = check_outputs([{"image": str(p)} for p in files], str(tmp_path / "out"), "nifti,dicom_seg")

@@ -27,6 +27,7 @@ from .dicom import DICOM_EXTENSIONS, read_dicom_file, read_dicom_series
 __all__ = [
     "IMAGE_EXTENSIONS",
     "implied_affine_ras",
+    "itk_pixel_spacing",
     "split_extension",
     "read_array",
     "read_image",
@@ -163,6 +164,24 @@ def implied_affine_ras(spacing) -> np.ndarray:
     """
     s, r, c = (float(v) for v in spacing)
     return np.array([[0, 0, -c, 0], [0, -r, 0, 0], [s, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def itk_pixel_spacing(path: str | Path) -> tuple[float, float]:
+    """``(row, column)`` mm per pixel that ITK, and so 3D Slicer, reads from a PNG/JPEG header: JPEG's JFIF density
+    (e.g. 100 dpi → 0.254 mm), 1 mm when the header gives none (ITK ignores PNG's pHYs). Header only, no decoding.
+
+    Raises:
+        nothing: ``(1.0, 1.0)`` when ITK cannot read the header.
+    """
+    try:
+        import itk
+
+        io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+        io.SetFileName(str(path))
+        io.ReadImageInformation()
+        return float(io.GetSpacing(1)), float(io.GetSpacing(0))
+    except Exception:  # noqa: BLE001 - geometry for display only; the pixels were read by Pillow
+        return 1.0, 1.0
 
 
 def _read_pil(path: Path) -> tuple[np.ndarray, tuple, dict]:

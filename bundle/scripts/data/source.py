@@ -36,7 +36,7 @@ from .case import DataError
 from .crops import CROP_MODES, breast_bbox, crop_square, resize_image, slice_window
 from .intensity import PercentileWindow
 from .laterality import NormalizeLaterality
-from .readers import implied_affine_ras, read_array
+from .readers import implied_affine_ras, itk_pixel_spacing, read_array
 
 __all__ = [
     "SOURCE_KINDS",
@@ -216,7 +216,8 @@ class LoadSourced(MapTransform):
     Sets ``d[key]`` to a float32 tensor ``(1, S, n, n)`` (slice mode, or a prepared slice) or ``(1, S, h', w')``
     (patch mode) in [-1, 1], checked by :func:`check_network_input`; ``d["geometry"]`` to the JSON record
     (:func:`to_network`'s, plus ``path``, ``kind``, ``spacing``, ``affine_ras`` (PNG/JPEG: the geometry ITK and
-    Slicer give them, :func:`~.readers.implied_affine_ras`; null when unknown), ``format``); and
+    Slicer give them: :func:`~.readers.implied_affine_ras` with the header's pixel spacing as ITK reads it,
+    :func:`~.readers.itk_pixel_spacing`; null when unknown), ``format``); and
     ``d["source_path"]`` to the path. An item's ``"breast_side"`` (``"left"``/``"right"``), when given, replaces
     the detection of the image side.
 
@@ -274,7 +275,7 @@ class LoadSourced(MapTransform):
             check_network_input(array, path, kind)
             affine = info.get("affine_ras")
             if affine is None and info.get("format") == "pil":  # so that the mask overlays the PNG/JPEG in Slicer
-                affine = implied_affine_ras(spacing)
+                affine = implied_affine_ras((spacing[0], *itk_pixel_spacing(path)))
             record.update(
                 path=os.path.abspath(path),
                 kind=kind,
