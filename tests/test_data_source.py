@@ -6,6 +6,7 @@ The oracle marks as lesion what the window maps above 0.6: in these images the l
 """
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -320,3 +321,19 @@ def test_phantom_volume_round_trip_returns_each_lesion_to_its_voxels():
     lesion_slices = [s for s in range(label.shape[0]) if label[s].sum() > 200]
     # 0.85: a ~162-px crop squeezed to 64 px (2.5 source px per network px) loses the spicules' thin tips
     assert lesion_slices and all(dice(mask[s], label[s]) > 0.85 for s in lesion_slices)
+
+
+def test_fold_evaluation_refuses_other_preparation_settings_and_patch_models_warn(tmp_path, caplog):
+    from scripts.seg.inference import check_training_settings
+
+    check_training_settings(str(tmp_path), 512, "slice")  # no record: nothing to compare
+    record = {"params": {"image_size": 128, "crop_mode": "patch", "window_percentiles": [0.5, 99.5]},
+              "spacing_mm": [0.5, 0.5], "counts": {"lesion_items": 40, "lesion_free_items": 0}}  # fmt: skip
+    (tmp_path / "seg_preparation.json").write_text(json.dumps(record))
+    check_training_settings(str(tmp_path), 128, "patch")
+    with pytest.raises(ValueError, match=r"trained with image_size 128, crop_mode patch, this run prepares "
+                                         r"image_size 512, crop_mode slice: pass --image_size 128 --crop_mode patch"):
+        check_training_settings(str(tmp_path), 512, "slice")
+    with caplog.at_level(logging.WARNING):
+        training_settings(str(tmp_path), 128, "patch", (0.5, 99.5))
+    assert "lesion-centred windows only" in caplog.text

@@ -4,6 +4,7 @@ PNG preview at the end of ``training``."""
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ from ..common.writer import checkpoint_column, write_samples
 from .inferer import PairedDDIMInferer
 
 __all__ = ["sample_noise", "sample_pairs", "generate_pairs", "preview_samples"]
+
+logger = logging.getLogger(__name__)
 
 
 def sample_noise(seed: int, index: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,9 +132,13 @@ def preview_samples(
     """
     if num_samples < 1:
         return None
+    target = free_png_path(path)
+    logger.info("sampling %d preview pairs (%d DDIM steps) for %s", num_samples, inferer.num_inference_steps, target)
     guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
     generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
     images, masks = sample_pairs(inferer, guider, generator, seed, range(num_samples), image_size, device)
     images, masks = images[:, 0].numpy(), masks[:, 0].numpy()
     scale = max(1, 128 // image_size)
-    return save_pair_grid(list(images), list(masks), free_png_path(path), columns=min(4, num_samples), scale=scale)
+    written = save_pair_grid(list(images), list(masks), target, columns=min(4, num_samples), scale=scale)
+    logger.info("preview written to %s (pairs 0-%d, mask outlines in red)", written, num_samples - 1)
+    return written

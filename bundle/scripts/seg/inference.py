@@ -22,7 +22,15 @@ from scripts.data.dicom import DICOM_EXTENSIONS
 from scripts.data.readers import IMAGE_EXTENSIONS, split_extension
 from scripts.export.formats import check_output_formats
 
-__all__ = ["SEG_SUMMARY", "list_inputs", "output_paths", "check_outputs", "training_settings", "SaveSourceMaskd"]
+__all__ = [
+    "SEG_SUMMARY",
+    "list_inputs",
+    "output_paths",
+    "check_outputs",
+    "check_training_settings",
+    "training_settings",
+    "SaveSourceMaskd",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +157,32 @@ def check_outputs(items: Sequence[dict], output_dir: str, formats: str | Sequenc
     return targets
 
 
+def check_training_settings(ckpt_dir: str, image_size: int, crop_mode: str) -> None:
+    """Refuse to score a segmenter on slices prepared otherwise than its training slices.
+
+    Fold evaluation prepares the data with the configured ``image_size`` and ``crop_mode``; a 128-px model scored on
+    512-px slices gives a wrong (low) Dice without any error. Compared with ``<ckpt_dir>/seg_preparation.json``;
+    nothing is checked without a record.
+
+    Raises:
+        ValueError: names both settings and the options to pass.
+    """
+    summary = read_dataset_summary(ckpt_dir, SEG_SUMMARY)
+    params = (summary or {}).get("params") or {}
+    trained = {k: params.get(k) for k in ("image_size", "crop_mode") if params.get(k) is not None}
+    configured = {"image_size": int(image_size), "crop_mode": crop_mode}
+    differ = {k: (v, configured[k]) for k, v in trained.items() if v != configured[k]}
+    if differ:
+        fix = " ".join(f"--{k} {v}" for k, v in trained.items())
+        raise ValueError(
+            f"{os.path.join(ckpt_dir, SEG_SUMMARY)}: the model was trained with "
+            + ", ".join(f"{k} {t}" for k, (t, _) in differ.items())
+            + ", this run prepares "
+            + ", ".join(f"{k} {c}" for k, (_, c) in differ.items())
+            + f": pass {fix} (the training's)"
+        )
+
+
 def training_settings(ckpt_dir: str, image_size: int, crop_mode: str, window_percentiles: Sequence[float]) -> dict:
     """The preprocessing the segmenter in ``ckpt_dir`` was trained with, from ``<ckpt_dir>/seg_preparation.json``.
 
@@ -188,6 +222,15 @@ def training_settings(ckpt_dir: str, image_size: int, crop_mode: str, window_per
         changed = {k: (configured[k], v) for k, v in settings.items() if k != "spacing_mm" and configured[k] != v}
         if changed:
             logger.info("using the training's preprocessing from %s: %s", SEG_SUMMARY, changed)
+    counts = (summary or {}).get("counts") or {}
+    if settings["crop_mode"] == "patch" and counts.get("lesion_items") and not counts.get("lesion_free_items"):
+        # every window it saw held a lesion: slid over a whole image it finds one in every window
+        logger.warning(
+            "%s: this patch-mode segmenter was trained on lesion-centred windows only (no lesion-free ones): on whole "
+            "images it marks lesions all over, background included; use a slice-mode model for raw images, or train "
+            "with lesion_free_fraction > 0 on data that has lesion-free slices",
+            ckpt_dir,
+        )
     if settings["crop_mode"] == "patch" and not settings["spacing_mm"]:
         raise ValueError(
             f"{ckpt_dir}: a patch-mode segmenter needs the training pixel spacing ({SEG_SUMMARY}, written by "
