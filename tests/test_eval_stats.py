@@ -138,3 +138,22 @@ def test_real_reference_split_all_pools_training_and_validation(tmp_path):
     assert load_real_set(items, "all", max_images=4).description["n"] == 4
     with pytest.raises(ValueError, match="real_split must be one of"):
         load_real_set(items, "everything")
+
+
+@pytest.mark.parametrize(("fmt", "spacings", "unknown"), [
+    ("folder", [(0.1, 0.1), (0.1, 0.1)], None),
+    ("folder", [(0.1, 0.1), (2.0, 2.0)], "spacings differ"),
+    ("duke", [(8.2, 8.2), (8.2, 8.2)], "Duke JPEGs carry no pixel spacing"),
+])  # fmt: skip
+def test_mask_areas_in_mm2_only_like_with_like(fmt, spacings, unknown):
+    from scripts.evaluation.sections import mask_statistics_section
+    from scripts.evaluation.sets import PairSet
+
+    masks = [np.ones((4, 4)), np.ones((4, 4))]
+    real = PairSet([np.zeros((4, 4))] * 2, masks, spacings, ["a", "b"], {"format": fmt})
+    generated = PairSet([np.zeros((4, 4))] * 2, masks, [(0.5, 0.5)] * 2, ["g1", "g2"], {"kind": "generated"})
+    out = mask_statistics_section(real, generated)
+    if unknown is None:
+        assert "area_mm2_unknown" not in out
+    else:
+        assert unknown in out["area_mm2_unknown"]

@@ -168,9 +168,32 @@ def mask_statistics_section(real: PairSet, generated: PairSet) -> dict:
     (:func:`~.mask_stats.compare_mask_statistics`); :func:`skipped` for an image-only generated set."""
     if generated.masks is None:
         return skipped(IMAGE_ONLY_REASON)
-    real_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(real.masks, real.spacings, strict=True)]
-    gen_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(generated.masks, generated.spacings, strict=True)]
-    return compare_mask_statistics(real_stats, gen_stats)
+    note = _area_mm2_problem(real)
+    real_sp = [None] * len(real.masks) if note else real.spacings
+    gen_sp = [None] * len(generated.masks) if note else generated.spacings
+    real_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(real.masks, real_sp, strict=True)]
+    gen_stats = [mask_statistics(m[0].numpy(), sp) for m, sp in zip(generated.masks, gen_sp, strict=True)]
+    out = compare_mask_statistics(real_stats, gen_stats)
+    if note:
+        out["area_mm2_unknown"] = note
+        logger.info("mask statistics: area in mm² left out (%s); areas compared in pixels", note)
+    return out
+
+
+def _area_mm2_problem(real: PairSet) -> str | None:
+    """Why areas in mm² would not compare like with like, or None: the real data carry no spacing (Duke JPEGs, 1 mm
+    assumed), or their items differ in spacing (patch mode: every window has its own scale, while generated pairs
+    get one median spacing)."""
+    if real.description.get("format") == "duke":
+        return "the Duke JPEGs carry no pixel spacing (1 mm assumed)"
+    known = [tuple(float(v) for v in sp) for sp in real.spacings if sp is not None]
+    if not known:
+        return "the real slices carry no pixel spacing"
+    rows, cols = zip(*known, strict=True)
+    if max(rows) > 1.01 * min(rows) or max(cols) > 1.01 * min(cols):
+        return (f"the real items' pixel spacings differ ({min(rows):.3g}–{max(rows):.3g} mm: each patch has its own "
+                "scale), while generated pairs get one median spacing")  # fmt: skip
+    return None
 
 
 @torch.no_grad()

@@ -68,8 +68,9 @@ def _mask_statistics_lines(ms: dict) -> list[str]:
         f"| empty masks (share) | {_num(ef['real'], 3)} | {_num(ef['generated'], 3)} | |",
         "",
         "Components are 8-connected; eccentricity is that of the largest component (empty masks left out); mm² use "
-        "each slice's recorded pixel spacing (for inputs without spacing, e.g. JPEG, the pipeline assumes 1 mm at "
-        "the source, so mm² are nominal).",
+        "each slice's recorded pixel spacing"
+        + (f", and are left out here: {ms['area_mm2_unknown']} (areas compare in pixels)." if ms.get("area_mm2_unknown")
+           else "."),
         "",
     ]
 
