@@ -30,7 +30,11 @@ def seg_run(run_id: str, *args: str, check: bool = True) -> subprocess.Completed
 
 
 def train_and_evaluate(ckpt: Path, cache: Path, *data_args: str) -> tuple[dict, dict, str]:
-    log = seg_run("training", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args).stdout
+    proc = seg_run("training", "--ckpt_dir", str(ckpt), "--cache_dir", str(cache), *data_args)
+    log = proc.stdout
+    assert f"segmentation training finished: wrote seg_model.pt, folds.json, seg_preparation.json in {ckpt}" in (
+        proc.stdout + proc.stderr
+    )
     state = torch.load(ckpt / "seg_model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())  # plain state_dict, as MONAI Label loads it
     folds = json.loads((ckpt / "folds.json").read_text())
