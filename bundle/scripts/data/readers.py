@@ -26,6 +26,7 @@ from .dicom import DICOM_EXTENSIONS, read_dicom_file, read_dicom_series
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "SHW_TO_NIFTI",
     "implied_affine_ras",
     "itk_pixel_spacing",
     "split_extension",
@@ -83,6 +84,10 @@ def _finish(array: np.ndarray, spacing, path: Path) -> tuple[np.ndarray, tuple[f
 
 
 # --------------------------------------------------------------------------- NIfTI
+#: the project's ``(s, h, w, 1)`` index as NIfTI's ``(x, y, z, 1)`` voxel: ``x = h``, ``y = w``, ``z = s`` (a NIfTI
+#: affine times this matrix is an ``affine_ras``; its transpose maps back).
+SHW_TO_NIFTI = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple, dict]:
     import nibabel as nib
 
@@ -104,9 +109,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple, dict]:
     zooms = (zooms + (1.0, 1.0, 1.0))[:3]
     # (X, Y, Z) -> (S=Z, H=X, W=Y); the affine maps (x, y, z) = (h, w, s) indices to RAS mm.
     array = np.transpose(data, (2, 0, 1))
-    perm = np.zeros((4, 4))
-    perm[0, 1] = perm[1, 2] = perm[2, 0] = perm[3, 3] = 1.0  # (s, h, w, 1) -> (x, y, z, 1)
-    affine_shw = np.asarray(img.affine, dtype=np.float64) @ perm
+    affine_shw = np.asarray(img.affine, dtype=np.float64) @ SHW_TO_NIFTI
     return array, (zooms[2], zooms[0], zooms[1]), {"format": "nifti", "affine_ras": affine_shw}
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from scripts.data.readers import SHW_TO_NIFTI
+
 from .formats import check_mask, write_new_file
 
 __all__ = ["grid_affine", "nifti_affine", "write_nifti_mask"]
 
-# (x, y, z) NIfTI voxel = (h, w, s) of the project's (S, H, W) arrays, as scripts.data.readers reads NIfTI.
-_XYZ_TO_SHW = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 
 
 def grid_affine(affine_ras: np.ndarray | None, spacing: Sequence[float]) -> np.ndarray:
@@ -30,12 +30,12 @@ def grid_affine(affine_ras: np.ndarray | None, spacing: Sequence[float]) -> np.n
     """
     if affine_ras is not None:
         return np.asarray(affine_ras, dtype=np.float64)
-    return np.diag([float(spacing[1]), float(spacing[2]), float(spacing[0]), 1.0]) @ np.linalg.inv(_XYZ_TO_SHW)
+    return np.diag([float(spacing[1]), float(spacing[2]), float(spacing[0]), 1.0]) @ SHW_TO_NIFTI
 
 
 def nifti_affine(affine_ras: np.ndarray | None, spacing: Sequence[float]) -> np.ndarray:
     """The NIfTI affine (voxel ``(x, y, z) = (h, w, s)`` → RAS mm) of the grid :func:`grid_affine` describes."""
-    return grid_affine(affine_ras, spacing) @ _XYZ_TO_SHW
+    return grid_affine(affine_ras, spacing) @ SHW_TO_NIFTI.T
 
 
 def write_nifti_mask(mask: np.ndarray, affine_ras: np.ndarray | None, spacing: Sequence[float], path: str) -> Path:

@@ -18,9 +18,12 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from scripts.common.runinfo import read_dataset_summary
-from scripts.data.dicom import DICOM_EXTENSIONS
+from scripts.data.dicom import DICOM_EXTENSIONS, read_dicom_datasets
 from scripts.data.readers import IMAGE_EXTENSIONS, split_extension
+from scripts.export.dicom_seg import write_dicom_seg  # highdicom is imported only when a SEG is written
 from scripts.export.formats import check_output_formats
+from scripts.export.nifti import grid_affine, write_nifti_mask
+from scripts.export.seg_nrrd import write_seg_nrrd
 
 __all__ = [
     "SEG_SUMMARY",
@@ -265,8 +268,6 @@ class SaveSourceMaskd(MapTransform):
         self.formats = check_output_formats(output_formats)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from scripts.export.nifti import grid_affine, write_nifti_mask
-
         d = dict(data)
         record = json.loads(d[self.geometry_key])
         affine = None if record.get("affine_ras") is None else np.asarray(record["affine_ras"], float)
@@ -277,13 +278,8 @@ class SaveSourceMaskd(MapTransform):
                 if fmt == "nifti":
                     write_nifti_mask(mask, affine, record["spacing"], path)
                 elif fmt == "seg.nrrd":
-                    from scripts.export.seg_nrrd import write_seg_nrrd
-
                     write_seg_nrrd(mask, grid_affine(affine, record["spacing"]), path)
                 else:
-                    from scripts.data.dicom import read_dicom_datasets
-                    from scripts.export.dicom_seg import write_dicom_seg
-
                     write_dicom_seg(mask, read_dicom_datasets(record["path"]), path)
                 written.append(path)
         d["written"] = written

@@ -37,6 +37,12 @@ def _source_image(case) -> str:
     return str(case.source).split(" + ")[0]
 
 
+def _summary(rows: list[dict]) -> dict:
+    """``{"num_images", "mean": {metric: mean over rows}, "per_image": rows}``."""
+    mean = {m: float(np.mean([r[m] for r in rows])) for m in METRICS}
+    return {"num_images": len(rows), "mean": mean, "per_image": rows}
+
+
 def score_source_predictions(
     dataset_dir: str | None,
     pred_dir: str,
@@ -86,11 +92,7 @@ def score_source_predictions(
             )
     if not rows:
         raise ValueError(f"{dataset_dir}: nothing to score (no case with a lesion among the chosen patients)")
-    return {
-        "num_images": len(rows),
-        "mean": {m: float(np.mean([r[m] for r in rows])) for m in METRICS},
-        "per_image": rows,
-    }
+    return _summary(rows)
 
 
 def score_prepared_predictions(cache_folder: str, pred_dir: str, patients: Iterable[str] | None = None) -> dict:
@@ -118,8 +120,7 @@ def score_prepared_predictions(cache_folder: str, pred_dir: str, patients: Itera
         rows.append({"image": it["image"], "patient_id": it["patient_id"]} | {m: float(metrics[m][0]) for m in METRICS})
     if not rows:
         raise ValueError(f"{cache_folder}: nothing to score")
-    return {"num_images": len(rows), "mean": {m: float(np.mean([r[m] for r in rows])) for m in METRICS},
-            "per_image": rows}  # fmt: skip
+    return _summary(rows)
 
 
 def main(argv: list[str] | None = None) -> dict:
