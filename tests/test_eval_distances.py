@@ -157,4 +157,5 @@ def test_fid_below_zero_is_reported_as_computed_and_flagged():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 32, generator=g, dtype=torch.float64)  # N << D: near-singular covariances
     out = frechet_distance(x, x.clone())
-    assert out["negative"] == (out["fid"] < 0) and out["rank_deficient"]
+    # measured: -1.2e-6 here (a set against itself, N << D), reported as computed and flagged
+    assert out["fid"] < 0 and out["negative"] and out["rank_deficient"]
