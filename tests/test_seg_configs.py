@@ -24,11 +24,12 @@ def test_overlay_ids_exist_in_base(workflow):
     assert "dataset_dir" not in over
 
 
+# no ``initialize``: it would resolve ``$import scripts`` before MONAI puts the bundle on sys.path (test_bundle_root)
 TRAIN_IDS = [
     "bundle_root", "device", "dataset_dir", "ckpt_dir", "output_dir", "network_def", "network", "preprocessing",
     "postprocessing", "inferer", "train#trainer", "train#trainer#max_epochs", "train#dataset", "train#dataset#data",
     "train#handlers", "validate#evaluator", "validate#handlers", "validate#dataset", "validate#dataset#data",
-    "val_interval", "initialize", "training", "run", "num_folds", "fold", "synthetic_dir", "num_synthetic",
+    "val_interval", "training", "run", "num_folds", "fold", "synthetic_dir", "num_synthetic",
     "synthetic_ratio", "cache_dir", "image_size", "crop_mode", "inner_val_fraction",
 ]  # fmt: skip
 INFER_IDS = [
