@@ -56,11 +56,12 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, traine
     ckpt = tmp_path / "ckpt"
     base = ["configs/smoke.json", overlay]
     logs = []
-    for stage in ("guider", "generator"):  # run 1 dies in the guider stage, run 2 resumes it and dies in the generator
-        handlers = f"$[h for h in @train#{stage}#handlers if h is not None] + [@kill_at]"  # kill after the save
+    # run 1 dies in the guider stage, run 2 resumes it and dies in the generator (MONAI's train#... ids)
+    for stage, section in (("guider", "train#guider"), ("generator", "train")):
+        handlers = f"$[h for h in @{section}#handlers if h is not None] + [@kill_at]"  # kill after the save
         kill = write_json(tmp_path / f"kill_{stage}.json", {
             "kill_at": {"_target_": "reliability_helpers.KillAtIteration", "iteration": 3},
-            f"train#{stage}#trainer#train_handlers": handlers,
+            f"{section}#trainer#train_handlers": handlers,
         })  # fmt: skip
         proc = run("training", "train", [*base, kill], "--ckpt_dir", ckpt, "--cache_dir", cache, check=False)
         logs.append(proc.stdout + proc.stderr)
@@ -114,8 +115,8 @@ FOREIGN = {  # the configured architecture is the smoke overlay's; the file come
 }
 LOADERS = [  # (workflow + overlay, handler id, file it loads, resume checkpoint?)
     (["train", "smoke.json"], "train#guider#handlers#0", "guider_checkpoint.pt", True),
-    (["train", "smoke.json"], "train#generator#handlers#0", "guider.pt", False),
-    (["train", "smoke.json"], "train#generator#handlers#1", "generator_checkpoint.pt", True),
+    (["train", "smoke.json"], "train#handlers#0", "guider.pt", False),
+    (["train", "smoke.json"], "train#handlers#1", "generator_checkpoint.pt", True),
     (["seg_evaluate", "seg_smoke.json"], "validate#handlers#0", "seg_model.pt", False),
     (["seg_inference", "seg_smoke.json"], "handlers#0", "seg_model.pt", False),
 ]

@@ -118,7 +118,7 @@ def test_nan_loss_stops_segmentation_training_without_saving_nan_weights(tmp_pat
 
 @pytest.mark.parametrize(
     "config, handlers_id",
-    [("train", "train#guider#handlers"), ("train", "train#generator#handlers"), ("seg_train", "train#handlers")],
+    [("train", "train#guider#handlers"), ("train", "train#handlers"), ("seg_train", "train#handlers")],
 )  # fmt: skip
 def test_nan_guard_comes_before_every_checkpoint_writer(config, handlers_id):
     """ignite runs ITERATION_COMPLETED handlers in attachment order: the guard must raise before any save."""

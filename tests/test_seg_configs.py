@@ -52,22 +52,6 @@ def test_monai_label_and_model_zoo_ids(names, ids):
     assert not missing, f"{names} lacks {missing}"
 
 
-@pytest.mark.parametrize("kind, workflow", [("train", "seg_train"), ("infer", "seg_inference")])
-def test_monai_bundle_properties(kind, workflow):
-    """The ids of MONAI's required Train/Infer properties (what ``ConfigWorkflow.check_properties`` looks up)."""
-    from monai.bundle.properties import InferProperties, TrainProperties
-    from monai.utils import BundleProperty, BundlePropertyConfig
-
-    props = TrainProperties if kind == "train" else InferProperties
-    p = parser(workflow)
-    required = [v[BundlePropertyConfig.ID] for v in props.values() if v.get(BundleProperty.REQUIRED)]
-    assert required
-    assert not [i for i in required if i not in p]
-    if kind == "train":  # ValidationHandler wired to the validate ids, as MONAI's optional-id check expects
-        handler = next(h for h in p["train#handlers"] if h["_target_"] == "ValidationHandler")
-        assert handler["validator"] == "@validate#evaluator" and handler["interval"] == "@val_interval"
-
-
 def _fake_datalist():
     items = [{"image": f"r{i}_image.nii.gz", "label": f"r{i}_label.nii.gz", "patient_id": f"P{i // 2}"}
              for i in range(20)]  # fmt: skip

@@ -31,6 +31,10 @@ __all__ = [
     "meta_file",
     "merged_config",
     "data_ids",
+    "WORKFLOW_TYPES",
+    "ABSENT_PROPERTIES",
+    "workflow_properties",
+    "create_workflow",
 ]
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +58,28 @@ WORKFLOW_CONFIGS: dict[str, tuple[str, ...]] = {
 }
 #: workflow config name → its ``--meta_file`` (the generator bundle's or the segmenter's).
 METADATA = {name: "seg_metadata.json" if name.startswith("seg_") else "metadata.json" for name in WORKFLOW_CONFIGS}
+
+#: workflow config name → MONAI workflow type: ``"train"`` checks ``monai.bundle.properties.TrainProperties``,
+#: ``"infer"`` (inference and evaluation) ``InferProperties``; both add ``MetaProperties``.
+WORKFLOW_TYPES: dict[str, str] = {
+    name: "train" if name in ("train", "baseline_train", "seg_train") else "infer" for name in WORKFLOW_CONFIGS
+}
+
+_NO_DATASET = "the sampler draws pairs from noise: no input images, so no dataset"
+_NO_EVALUATOR = "the run is a sampling loop, not an engine over a dataset: no evaluator"
+#: workflow → MONAI property → why the workflow legitimately has no such id. These properties are made optional
+#: (and unreferenced) for that workflow instead of adding ids nothing would use.
+ABSENT_PROPERTIES: dict[str, dict[str, str]] = {
+    "inference": {"dataset": _NO_DATASET, "evaluator": _NO_EVALUATOR},
+    "baseline_inference": {"dataset": _NO_DATASET, "evaluator": _NO_EVALUATOR},
+    "evaluate": {
+        "dataset": "FID/KID read the real slices and the generated folder as image sets, not through a dataset",
+        "evaluator": "the metrics are computed by scripts.evaluation over two feature sets, not by an engine",
+    },
+}
+#: workflow → the section its infer-type properties live under: the segmenter's evaluation is the training
+#: config's validation part run alone, so its dataset, evaluator, handlers, ... are ``validate#...`` ids.
+_PROPERTY_SECTION: dict[str, str] = {"seg_evaluate": "validate"}
 
 
 def _resolve(path: str | Path) -> Path:
@@ -98,6 +124,67 @@ def merged_config(
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser.get()
+
+
+def workflow_properties(workflow: str) -> dict[str, dict]:
+    """MONAI's bundle properties for ``workflow`` (``TrainProperties`` or ``InferProperties`` + ``MetaProperties``),
+    adjusted to where this bundle keeps them: ids moved under :data:`_PROPERTY_SECTION`, and the properties in
+    :data:`ABSENT_PROPERTIES` made optional with no reference to check.
+
+    Returns:
+        property name → ``{"description", "required", "id", "refer_id"}`` (MONAI's ``BundleProperty`` /
+        ``BundlePropertyConfig`` keys), ids in MONAI's ``::`` form; a new dict on each call.
+
+    Raises:
+        KeyError: unknown ``workflow``.
+    """
+    from monai.bundle.properties import InferProperties, MetaProperties, TrainProperties
+    from monai.utils import BundleProperty, BundlePropertyConfig
+
+    if workflow not in WORKFLOW_CONFIGS:
+        raise KeyError(f"unknown workflow config {workflow!r}; known: {sorted(WORKFLOW_CONFIGS)}")
+    base = TrainProperties if WORKFLOW_TYPES[workflow] == "train" else InferProperties
+    props = {name: dict(p) for name, p in {**base, **MetaProperties}.items()}
+    section = _PROPERTY_SECTION.get(workflow)
+    if section is not None:
+        shared = ("bundle_root", "device", "dataset_dir", "network_def", "inferer")  # top-level ids in every layer
+        for name, p in props.items():
+            if name in base and name not in shared:
+                for key in (BundlePropertyConfig.ID, BundlePropertyConfig.REF_ID):
+                    if p.get(key) is not None:
+                        p[key] = f"{section}::{p[key]}"
+    for name, reason in ABSENT_PROPERTIES.get(workflow, {}).items():
+        props[name].update({BundleProperty.REQUIRED: False, BundleProperty.DESC: f"absent: {reason}"})
+        props[name].pop(BundlePropertyConfig.REF_ID, None)
+    return props
+
+
+def create_workflow(workflow: str, overlays: Sequence[str | Path] = (), **override):
+    """``workflow`` + ``overlays`` as an initialised ``monai.bundle.ConfigWorkflow`` of the right workflow type, whose
+    ``check_properties()`` checks the properties this workflow has (:func:`workflow_properties`).
+
+    ``monai.bundle run`` creates its ``ConfigWorkflow`` without a workflow type, so it checks no properties; tools
+    that query a workflow's properties (MONAI Label, tests) create it here.
+
+    Args:
+        workflow: a :data:`WORKFLOW_CONFIGS` name.
+        overlays: extra config files, absolute or relative to ``bundle/``.
+        override: config ids to replace, as on the ``monai.bundle run`` command line (``ckpt_dir="runs/demo"``).
+
+    Raises:
+        KeyError, FileNotFoundError: see :func:`config_files`.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=config_files(workflow, overlays),
+        meta_file=meta_file(workflow),
+        workflow_type=WORKFLOW_TYPES[workflow],
+        **override,
+    )
+    wf.properties = workflow_properties(workflow)
+    wf.initialize()
+    return wf
 
 
 def data_ids() -> tuple[str, ...]:
