@@ -46,8 +46,15 @@ def train_and_sample(tmp_path: Path, n: int, *data_args: str, cache: Path | None
     return ckpt, out
 
 
-def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
+def test_smoke_training_and_inference_on_embedded_phantom(tmp_path, capsys):
     ckpt, out = train_and_sample(tmp_path, 3)
+    # pair_stats finds the real slices from the training folder's dataset.json (the README's "What to expect")
+    from scripts.evaluation.pair_stats import main as pair_stats
+
+    result = pair_stats(["--ckpt_dir", str(ckpt), "--generated", str(out)])
+    summary = __import__("json").loads((ckpt / "dataset.json").read_text())
+    assert result["generated"]["n"] == 3 and result["real"]["n"] == summary["num_train_slices"] > 0
+    assert "| masks touching the patch border (share) |" in capsys.readouterr().out
     # A second training run finds both stages complete and leaves the weights alone.
     before = (ckpt / "generator.pt").read_bytes()
     proc = bundle_run("training", "train", "--ckpt_dir", str(ckpt), "--cache_dir", str(tmp_path / "cache"))
@@ -55,9 +62,7 @@ def test_smoke_training_and_inference_on_embedded_phantom(tmp_path):
     assert (ckpt / "generator.pt").read_bytes() == before
     # Inference never overwrites: the same output folder is refused before anything is written.
     with pytest.raises(AssertionError, match="refusing to overwrite"):
-        bundle_run(
-            "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3"
-        )
+        bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3")
     # --output_formats adds the 3D Slicer and DICOM files beside the NIfTI pairs.
     more = tmp_path / "formats"
     bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(more), "--num_samples", "1",

@@ -3,14 +3,17 @@
 A non-empty generated mask proves little (the sampling-time binarisation always leaves some pixels on), so these
 figures compare generated pairs with real ones on what matters for segmentation training data. Area and components
 are :func:`~.mask_stats.mask_statistics`' (8-connected); the contrast of the image inside the mask against a ring
-around it is this module's. The full report with FID/KID is ``evaluate.json``; this is its fast, feature-free part::
+around it, and whether a mask touches the image border, are this module's. The full report with FID/KID is
+``evaluate.json``; this is its fast, feature-free part::
 
+    python -m scripts.evaluation.pair_stats --ckpt_dir <training ckpt_dir> --generated <output_dir>
     python -m scripts.evaluation.pair_stats --datalist <cache>/<key>/datalist.json --generated <output_dir>
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -20,7 +23,15 @@ from ..data.prepare import read_datalist
 from .mask_stats import mask_statistics
 from .sets import PairSet, load_generated_set, load_real_set
 
-__all__ = ["pair_statistics", "set_summary", "generated_pairs", "compare", "markdown_table", "main"]
+__all__ = [
+    "pair_statistics",
+    "set_summary",
+    "generated_pairs",
+    "training_datalist",
+    "compare",
+    "markdown_table",
+    "main",
+]
 
 
 def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> dict:
@@ -33,8 +44,9 @@ def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> di
 
     Returns:
         ``area_px`` (lesion pixels), ``components`` (8-connected), ``contrast`` (mean inside minus mean in the
-        ring, in the image's units; NaN for an empty mask or an empty ring) and ``contrast_std_units`` (the same
-        divided by the image's standard deviation, comparable across intensity scales).
+        ring, in the image's units; NaN for an empty mask or an empty ring), ``contrast_std_units`` (the same
+        divided by the image's standard deviation, comparable across intensity scales) and ``touches_border``
+        (a lesion pixel in the first or last row or column: the lesion is cut by the patch edge).
     """
     image = np.asarray(image, dtype=np.float64)
     mask = np.asarray(mask) > 0
@@ -47,11 +59,13 @@ def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> di
         "components": shape["components"],
         "contrast": contrast,
         "contrast_std_units": contrast / std if std > 0 else float("nan"),
+        "touches_border": bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()),
     }
 
 
 def set_summary(stats: Iterable[dict]) -> dict:
-    """Mean and standard deviation of each statistic over a set (NaNs ignored), plus the share of empty masks."""
+    """Mean, standard deviation and median of each statistic over a set (NaNs ignored), plus the shares of empty
+    masks and of masks touching the border (``touches_border_fraction``, when the statistics carry it)."""
     stats = list(stats)
     out: dict = {"n": len(stats)}
     if not stats:
@@ -60,7 +74,10 @@ def set_summary(stats: Iterable[dict]) -> dict:
         vals = np.array([s[key] for s in stats], dtype=np.float64)
         out[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         out[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
+        out[f"{key}_median"] = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
     out["empty_mask_fraction"] = float(np.mean([s["area_px"] == 0 for s in stats]))
+    if all("touches_border" in s for s in stats):
+        out["touches_border_fraction"] = float(np.mean([s["touches_border"] for s in stats]))
     return out
 
 
@@ -81,6 +98,32 @@ def generated_pairs(folder: str) -> PairSet:
     return pairs
 
 
+def training_datalist(ckpt_dir: str) -> str:
+    """The ``datalist.json`` of the slices a training run used: the cache folder its ``dataset.json`` records
+    (``scripts.common.runinfo.write_dataset_summary``).
+
+    Raises:
+        FileNotFoundError: no ``dataset.json`` in ``ckpt_dir`` (not a training folder), or its cache folder no
+            longer holds ``datalist.json`` (the cache was deleted: rerun training with the same settings, which
+            prepares it again, or pass ``--datalist``).
+    """
+    from ..common.runinfo import read_dataset_summary
+
+    summary = read_dataset_summary(ckpt_dir)
+    if summary is None or not summary.get("cache"):
+        raise FileNotFoundError(
+            f"{os.path.join(ckpt_dir, 'dataset.json')}: no training record naming the prepared slices; pass the "
+            "--ckpt_dir of a training run, or --datalist <cache>/<key>/datalist.json"
+        )
+    path = os.path.join(summary["cache"], "datalist.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path}: the prepared slices recorded by {ckpt_dir}/dataset.json are gone (cache deleted?); rerun "
+            "training with the same settings to prepare them again, or pass --datalist"
+        )
+    return path
+
+
 def compare(real: PairSet, generated: PairSet) -> dict:
     """``{"real": set_summary(...), "generated": set_summary(...)}`` of two pair sets (images in [0, 1])."""
     return {
@@ -93,11 +136,14 @@ def markdown_table(result: dict) -> str:
     """Markdown table of ``compare``'s output (mean ± std per statistic, real vs generated)."""
     rows = [
         ("pairs", "n", None),
-        ("lesion area (px)", "area_px", 0),
-        ("connected components", "components", 2),
+        ("lesion area (px), mean ± std", "area_px", 0),
+        ("lesion area (px), median", "area_px_median", 0),
+        ("connected components (8-connected), mean ± std", "components", 2),
+        ("connected components, median", "components_median", 1),
         ("contrast inside mask - ring (image units, [0, 1])", "contrast", 3),
         ("contrast / image std", "contrast_std_units", 2),
         ("empty masks (share)", "empty_mask_fraction", 2),
+        ("masks touching the patch border (share)", "touches_border_fraction", 2),
     ]
     lines = ["| statistic | real | generated |", "|---|---|---|"]
     for label, key, nd in rows:
@@ -115,17 +161,28 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """CLI: ``python -m scripts.evaluation.pair_stats --datalist <cache>/<key>/datalist.json --generated <dir>``."""
+    """CLI: ``python -m scripts.evaluation.pair_stats (--ckpt_dir <run> | --datalist <datalist.json>) --generated
+    <dir>``; prints the JSON of :func:`compare` and its Markdown table."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--datalist", required=True, help="datalist.json of the prepared real slices")
-    parser.add_argument("--split", default="train", help="which split of the datalist is the real reference")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.evaluation.pair_stats",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    real = parser.add_mutually_exclusive_group(required=True)
+    real.add_argument("--ckpt_dir", help="a training run's folder: its dataset.json names the prepared real slices")
+    real.add_argument("--datalist", help="datalist.json of the prepared real slices")
+    parser.add_argument("--split", default="train", help="the real reference: train (default), validation or all")
     parser.add_argument("--generated", required=True, help="PIG inference output folder (with manifest.csv)")
     parser.add_argument("--grid", default=None, help="optional PNG path for a grid of generated pairs")
     args = parser.parse_args(argv)
-    generated = generated_pairs(args.generated)
-    result = compare(load_real_set(read_datalist(args.datalist), args.split), generated)
+    try:  # bad input: argparse's one-line error, printed last
+        datalist = args.datalist or training_datalist(args.ckpt_dir)
+        generated = generated_pairs(args.generated)
+        result = compare(load_real_set(read_datalist(datalist), args.split), generated)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
     print(json.dumps(result, indent=2))
     print(markdown_table(result))
     if args.grid:
