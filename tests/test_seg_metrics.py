@@ -98,3 +98,15 @@ def test_handler_in_an_engine_and_saved_metrics(tmp_path):
     assert lines[0] == "image,dice,iou,precision,recall" and lines[-1].startswith("mean,") and len(lines) == 5
     with pytest.raises(ValueError, match="per-image values"):
         save_metrics(engine, ["a.nii.gz"], str(tmp_path))
+
+
+def test_counts_stay_exact_above_2_to_the_24_pixels():
+    """One false positive among 2^24 + 1 true positives (a 4097 × 4097 image): float32 confusion counts round it away
+    (precision and IoU 1.0); the float64 counts give precision N / (N + 1) and IoU N / (N + 1 + 8191 missed)."""
+    side, n_tp = 4097, 2**24 + 1
+    pred, gt = torch.zeros(side * side), torch.zeros(side * side)
+    pred[: n_tp + 1], gt[:n_tp] = 1, 1
+    m = lesion_metrics(pred.view(1, 1, side, side), gt.view(1, 1, side, side))
+    # tolerance: float64 division, relative error ~1e-16; the differences checked are ~6e-8
+    assert m["precision"].item() == pytest.approx(n_tp / (n_tp + 1), rel=1e-12) and m["precision"].item() < 1
+    assert m["iou"].item() == pytest.approx(n_tp / (n_tp + 1), rel=1e-12) and m["recall"].item() == 1.0

@@ -18,8 +18,9 @@ both non-empty                 2TP/(2TP+FP+FN)  TP/(TP+FP+FN)  TP/(TP+FP)  TP/(T
 A false positive on a lesion-free slice therefore counts against the model (Dice = IoU = precision = 0; recall = 1
 as there was nothing to miss), whereas MONAI's ``DiceMetric``/``MeanIoU`` default ``ignore_empty=True`` turns that
 case into NaN and drops it from the mean. Dice and IoU come from MONAI's ``compute_dice``/``compute_iou`` with
-``ignore_empty=False`` (which implement the first three rows); precision and recall from MONAI's
-``get_confusion_matrix`` counts, because MONAI's ``ConfusionMatrixMetric`` returns NaN for 0/0.
+``ignore_empty=False`` (which implement the first three rows); precision and recall from int64 pixel counts of
+their own, because MONAI's ``ConfusionMatrixMetric`` returns NaN for 0/0 and its ``get_confusion_matrix`` returns
+float32 counts, inexact above 2^24 pixels per image.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from monai.handlers import IgniteMetricHandler
-from monai.metrics import CumulativeIterationMetric, compute_dice, compute_iou, get_confusion_matrix
+from monai.metrics import CumulativeIterationMetric, compute_dice, compute_iou
 from monai.metrics.utils import do_metric_reduction
 
 __all__ = ["METRICS", "lesion_mask", "lesion_metrics", "LesionMetric", "LesionMetricHandler", "save_metrics"]
@@ -43,7 +44,10 @@ METRICS = ("dice", "iou", "precision", "recall")
 
 
 def lesion_mask(x: torch.Tensor) -> torch.Tensor:
-    """The lesion channel of ``(B, 1, H, W)`` binary or ``(B, 2, H, W)`` one-hot masks as a float ``(B, 1, H, W)``.
+    """The lesion channel of ``(B, 1, H, W)`` binary or ``(B, 2, H, W)`` one-hot masks as a float64 ``(B, 1, H, W)``.
+
+    float64 because MONAI's IoU sums the masks in their dtype, and float32 sums stop being exact integers above 2^24
+    pixels per image; float64 sums are exact to 2^53.
 
     Raises:
         ValueError: not 4-D or more than 2 channels.
@@ -53,7 +57,7 @@ def lesion_mask(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected a (B, 1, H, W) binary or (B, 2, H, W) one-hot mask, got shape {tuple(x.shape)}")
     if x.shape[1] == 2:
         x = x[:, 1:]
-    return (x.float() > 0.5).float()
+    return (x.double() > 0.5).double()
 
 
 def lesion_metrics(y_pred: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -64,7 +68,9 @@ def lesion_metrics(y_pred: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Ten
         y: ground-truth masks, same layout and spatial size.
 
     Returns:
-        ``{"dice", "iou", "precision", "recall"}`` → float tensors of shape (B,), values in [0, 1], never NaN.
+        ``{"dice", "iou", "precision", "recall"}`` → float64 tensors of shape (B,), values in [0, 1], never NaN.
+        Precision and recall come from int64 pixel counts, IoU from float64 sums (both exact for any image size);
+        Dice is MONAI's, computed in float32 (relative error ≤ ~1e-7).
 
     Raises:
         ValueError: bad shapes (see :func:`lesion_mask`) or ``y_pred`` and ``y`` of different sizes.
@@ -74,12 +80,16 @@ def lesion_metrics(y_pred: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Ten
         raise ValueError(f"y_pred and y differ in shape: {tuple(p.shape)} vs {tuple(g.shape)}")
     dice = compute_dice(p, g, include_background=True, ignore_empty=False)[:, 0]
     iou = compute_iou(p, g, include_background=True, ignore_empty=False)[:, 0]
-    tp, fp, _, fn = get_confusion_matrix(p, g, include_background=True)[:, 0].unbind(-1)
+    # int64 counts, not MONAI's get_confusion_matrix: it returns float32 counts, which round above 2^24 pixels
+    # (one false positive among 2^24 + 1 true ones scored a precision of 1.0)
+    pb, gb = p[:, 0].bool(), g[:, 0].bool()
+    tp, fp, fn = ((a & b).sum(dim=(1, 2)) for a, b in ((pb, gb), (pb, ~gb), (~pb, gb)))
     gt_empty, pred_empty = (tp + fn) == 0, (tp + fp) == 0
     # 0/0 cases: precision is 1 only when there was nothing to find and nothing was claimed; recall 1 when no GT.
-    precision = torch.where(pred_empty, gt_empty.float(), tp / (tp + fp).clamp_min(1))
-    recall = torch.where(gt_empty, torch.ones_like(tp), tp / (tp + fn).clamp_min(1))
-    return {"dice": dice, "iou": iou, "precision": precision, "recall": recall}
+    tp64 = tp.double()  # int64 / int64 divides in torch's default float32
+    precision = torch.where(pred_empty, gt_empty.double(), tp64 / (tp + fp).clamp_min(1))
+    recall = torch.where(gt_empty, torch.ones_like(tp64), tp64 / (tp + fn).clamp_min(1))
+    return {"dice": dice.double(), "iou": iou.double(), "precision": precision, "recall": recall}
 
 
 class LesionMetric(CumulativeIterationMetric):
