@@ -267,4 +267,4 @@ def test_patch_mode_gives_no_window_to_specks_below_min_lesion_area(tmp_path, ca
         result = prepare_dataset(str(root), str(tmp_path / "cache"), image_size=16, crop_mode="patch",
                                  min_patch_size=16, min_lesion_area=5, val_fraction=0)  # fmt: skip
     assert len(result["train"]) == 1 and result["counts"]["skipped_small_components"] == 3
-    assert "skipped_small_components" in caplog.text
+    assert "skipped_small_components: mask components smaller than min_lesion_area" in caplog.text  # says what it is

@@ -65,3 +65,16 @@ def test_ckpt_dir_names_the_training_datalist(tmp_path, capsys):
     assert exc.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("python -m scripts.evaluation.pair_stats: error: ") and "no training record" in last
+
+
+@pytest.mark.parametrize("module", ["scripts.evaluation.pair_stats", "scripts.seg.score"])
+def test_command_line_modules_start_without_runpy_warnings(module):
+    """A package that imports its command-line module makes ``python -m`` warn that it was imported twice."""
+    import subprocess
+    import sys
+
+    from helpers import BUNDLE
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"], cwd=BUNDLE,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]

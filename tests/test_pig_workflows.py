@@ -35,13 +35,15 @@ def train_and_sample(tmp_path: Path, n: int, *data_args: str, cache: Path | None
         assert (ckpt / name).is_file(), name
     log = proc.stdout + proc.stderr  # the log says which stage runs, and at the end what was written where
     assert "stage 1 of 2: guider: training from scratch" in log and "stage 2 of 2: generator: done, weights" in log
+    assert "resuming from iteration 0" not in log and "Engine run starting: epochs 1 to" in log  # a fresh run
     assert f"training finished: wrote guider.pt, generator.pt, preview.png, dataset.json in {ckpt}" in log
     assert list((ckpt / "runs").glob("*_training.json"))
     assert (ckpt / "preview.png").is_file()
     proc = bundle_run(
         "inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", str(n)
     )
-    assert f"inference finished: wrote {n} × *_image.nii.gz, manifest.csv in {out}" in proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert f"inference finished: wrote {n} × *_image.nii.gz, {n} × *_label.nii.gz, manifest.csv in {out}" in log
     check_pairs(out, n, 32)
     return ckpt, out
 
@@ -65,9 +67,10 @@ def test_smoke_training_and_inference_on_embedded_phantom(tmp_path, capsys):
         bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(out), "--num_samples", "3")
     # --output_formats adds the 3D Slicer and DICOM files beside the NIfTI pairs.
     more = tmp_path / "formats"
-    bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(more), "--num_samples", "1",
-               "--output_formats", "nifti,seg.nrrd,dicom_seg")  # fmt: skip
+    proc = bundle_run("inference", "inference", "--ckpt_dir", str(ckpt), "--output_dir", str(more), "--num_samples",
+                      "1", "--output_formats", "nifti,seg.nrrd,dicom_seg")  # fmt: skip
     check_pairs(more, 1, 32)
+    assert "1 × *_label.seg.nrrd, 1 × *_image.dcm, 1 × *_label_seg.dcm, manifest.csv" in proc.stdout + proc.stderr
     assert sorted(p.name for p in more.glob("pig-s0-00000_*") if not p.name.endswith(".nii.gz")) == [
         "pig-s0-00000_image.dcm", "pig-s0-00000_label.seg.nrrd", "pig-s0-00000_label_seg.dcm"
     ]  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ __all__ = [
     "check_image_size",
     "training_overlays",
     "report_outputs",
+    "FreshStartLogFilter",
+    "word_fresh_engine_starts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,21 +155,58 @@ def record_run(
     return path
 
 
-def report_outputs(folder: str, names: Sequence[str], workflow: str, pattern: str | None = None) -> list[str]:
-    """Log, as a workflow's last line, what it wrote where: each of ``names`` found in ``folder`` (and the number of
-    files matching ``pattern``).
+def report_outputs(
+    folder: str, names: Sequence[str], workflow: str, pattern: str | Sequence[str] | None = None
+) -> list[str]:
+    """Log, as a workflow's last line, what it wrote where: the number of files matching each glob ``pattern`` that
+    matches any (``16 × *_image.nii.gz``), then each of ``names`` found in ``folder``.
 
     Returns:
-        The paths found.
+        The paths of ``names`` found.
     """
     import glob
 
     found = [os.path.join(folder, n) for n in names if os.path.exists(os.path.join(folder, n))]
-    parts = [os.path.basename(p) for p in found]
-    if pattern:
-        parts.insert(0, f"{len(glob.glob(os.path.join(folder, pattern)))} × {pattern}")
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or ())
+    counts = [(len(glob.glob(os.path.join(folder, pat))), pat) for pat in patterns]
+    parts = [f"{n} × {pat}" for n, pat in counts if n] + [os.path.basename(p) for p in found]
     logger.info("%s finished: wrote %s in %s", workflow, ", ".join(parts) or "nothing", os.path.abspath(folder))
     return found
+
+
+class FreshStartLogFilter(logging.Filter):
+    """Words ignite's ``Engine run resuming from iteration 0, epoch E until M epochs`` as the fresh start it is.
+
+    MONAI's engines set ``state.max_epochs`` when they are built, which ignite's ``Engine.run`` reads as a run to
+    resume, so every fresh training (and every validation round) announced a resume. Iteration 0 means nothing ran
+    yet; a real resume (iteration > 0) keeps ignite's wording. The bundle's own line says where a stage resumes from.
+    """
+
+    _PATTERN = re.compile(r"Engine run resuming from iteration 0, epoch (\d+) until (\d+) epochs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self._PATTERN.fullmatch(record.getMessage())
+        if match:
+            done, until = int(match[1]), int(match[2])
+            if record.name.endswith("Evaluator"):
+                record.msg = f"Engine run starting (evaluation {until})" if done else "Engine run starting"
+            else:
+                record.msg = f"Engine run starting: epochs {done + 1} to {until}"
+            record.args = ()
+        return True
+
+
+#: the loggers of MONAI's engines (ignite names an engine's logger after its module and class).
+_ENGINE_LOGGERS = ("ignite.engine.engine.SupervisedTrainer", "ignite.engine.engine.SupervisedEvaluator")
+
+
+def word_fresh_engine_starts() -> None:
+    """Install :class:`FreshStartLogFilter` on the loggers of MONAI's ``SupervisedTrainer`` and
+    ``SupervisedEvaluator`` (once per process; called at the start of the workflows that run engines)."""
+    for name in _ENGINE_LOGGERS:
+        engine_logger = logging.getLogger(name)
+        if not any(isinstance(f, FreshStartLogFilter) for f in engine_logger.filters):
+            engine_logger.addFilter(FreshStartLogFilter())
 
 
 def training_spacing(ckpt_dir: str, default: float = 1.0) -> list[float]:

@@ -82,7 +82,7 @@ def _format(dataset_dir) -> str:
         return "folder"
     raise DataError(
         f"{root}: unknown dataset layout; expected 'annotations.csv' (Duke box table) or 'images/' + 'labels/' "
-        "sub-folders (or no dataset_dir for the embedded phantom)"
+        "sub-folders, a .json datalist file of {image, label} items, or no dataset_dir for the embedded phantom"
     )
 
 
@@ -343,7 +343,14 @@ def prepare_dataset(
             items.extend(case_items)
         skipped = {k: v for k, v in sorted(counts.items()) if k.startswith(("skipped_", "cases_without")) and v}
         if skipped:  # one summary line, so the count is in the run log even when the per-item warnings scroll away
-            logger.warning("%s: skipped items %s (see the warnings above for each)", where, skipped)
+            small = (
+                "; skipped_small_components: mask components smaller than min_lesion_area, which get no patch of "
+                "their own"
+                if "skipped_small_components" in skipped
+                else ""
+            )
+            logger.warning("%s: skipped items %s (the warnings above name each skipped case or slice%s)", where,
+                           skipped, small)  # fmt: skip
         if not items:
             raise DataError(
                 f"{where}: no slice kept from {counts['cases']} case(s) "

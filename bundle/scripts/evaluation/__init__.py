@@ -12,12 +12,13 @@
 * :mod:`.pair_stats` — quick feature-free pair statistics (area, components, contrast) with a command line.
 """
 
+# pair_stats is a command-line module: importing it here made ``python -m scripts.evaluation.pair_stats`` warn that
+# the module was already imported (runpy); import it by name.
 from . import (  # noqa: F401
     distances,
     diversity,
     features,
     mask_stats,
-    pair_stats,
     report,
     sections,
     sets,
