@@ -208,3 +208,47 @@ def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path):
     assert np.allclose(img.header.get_zooms()[:2], (0.2, 0.3)) and np.allclose(img.affine, lab.affine)
     with pytest.raises(FileExistsError, match="pig-s7-00000_image.nii.gz"):
         run(7, tmp_path / "a", batch_size=2)
+    import csv
+
+    with open(tmp_path / "a" / "manifest.csv", newline="", encoding="utf-8") as f:
+        assert {row["label_source"] for row in csv.DictReader(f)} == {"x0_hat"}  # which mask the labels are
+
+
+class _SpyNet(torch.nn.Module):
+    """A small conv eps-predictor that records its inputs (the generator's channel 1 is its mask condition)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = torch.nn.Conv2d(2, 1, 3, padding=1)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x, t):
+        self.inputs.append(x.clone())
+        return self.conv(x) + 0.5
+
+
+@pytest.mark.parametrize("binarize", [True, False], ids=["binarised", "continuous"])
+def test_label_source_condition_is_the_mask_the_last_image_step_saw(binarize):
+    torch.manual_seed(0)
+    x_T, y_T = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    masks = {}
+    for source in ("condition", "x0_hat"):
+        guider, generator = _SpyNet(1), _SpyNet(2)
+        inferer = PairedDDIMInferer(make_scheduler(clip_sample=True), num_inference_steps=4, binarize_x0=binarize,
+                                    label_source=source)  # fmt: skip
+        masks[source], _ = inferer.sample(x_T, y_T, guider, generator)
+        last_condition = generator.inputs[-1][:, 1:2]
+        if source == "condition":
+            assert torch.equal(masks[source], last_condition)
+        else:  # x̂0 of the last step: what the binarisation turned into the condition
+            expected = binarize_mask(masks[source]) if binarize else masks[source]
+            assert torch.equal(expected, last_condition)
+    # binarised: the written labels differ (x̂0 > 0 vs the pooled, relatively thresholded map); continuous: the same
+    differ = not torch.equal(masks["condition"] > 0, masks["x0_hat"] > 0)
+    assert differ is binarize
+
+
+def test_unknown_label_source_is_refused():
+    with pytest.raises(ValueError, match="label_source must be one of"):
+        PairedDDIMInferer(make_scheduler(), num_inference_steps=2, label_source="mask")

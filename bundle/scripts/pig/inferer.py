@@ -11,7 +11,10 @@ from monai.networks.schedulers import DDIMScheduler
 from .binarize import binarize_mask
 from .schedule import set_ddim_timesteps
 
-__all__ = ["PairedDDIMInferer"]
+__all__ = ["LABEL_SOURCES", "PairedDDIMInferer"]
+
+#: which mask :meth:`PairedDDIMInferer.sample` returns as the pair's label (see its ``label_source`` argument).
+LABEL_SOURCES = ("x0_hat", "condition")
 
 
 class PairedDDIMInferer(Inferer):
@@ -29,6 +32,10 @@ class PairedDDIMInferer(Inferer):
     p_x(x_{t-1} | x_t, y_t) p_y(y_{t-1} | x_{t-1}, y_t)``; the generator is conditioned on the clean estimate x̂0.
     MONAI ``DDIMScheduler.step`` does the arithmetic, so ``x̂0`` here is exactly its ``pred_original_sample``.
 
+    The pair's mask is the last step's x̂0 (``label_source="x0_hat"``, paper Algorithm 2) or the last step's
+    condition ``c`` (``"condition"``): the mask the last image update was actually conditioned on. With
+    ``binarize_x0`` off the two are the same continuous x̂0 (its label is x̂0 > 0 either way).
+
     Args:
         scheduler: MONAI ``DDIMScheduler`` built with the training noise schedule (linear beta 1e-4..0.02,
             T = 1024 in the paper); its ``timesteps`` are replaced by the consistent schedule.
@@ -36,6 +43,11 @@ class PairedDDIMInferer(Inferer):
         binarize_x0: binarise x̂0 before it conditions the generator (authors' code: True).
         binarize_kernel_size: average-pooling window of the binarisation (5).
         binarize_max_weight: threshold weight of the pooled max (0.75).
+        label_source: ``"x0_hat"`` or ``"condition"`` (:data:`LABEL_SOURCES`), the mask :meth:`sample` returns.
+
+    Raises:
+        TypeError: ``scheduler`` is not a ``DDIMScheduler``.
+        ValueError: an unknown ``label_source``.
     """
 
     def __init__(
@@ -45,10 +57,14 @@ class PairedDDIMInferer(Inferer):
         binarize_x0: bool = True,
         binarize_kernel_size: int = 5,
         binarize_max_weight: float = 0.75,
+        label_source: str = "x0_hat",
     ) -> None:
         super().__init__()
         if not isinstance(scheduler, DDIMScheduler):
             raise TypeError(f"PairedDDIMInferer needs a MONAI DDIMScheduler, got {type(scheduler).__name__}")
+        if label_source not in LABEL_SOURCES:
+            raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
+        self.label_source = label_source
         self.scheduler = scheduler
         self.num_inference_steps = int(num_inference_steps)
         self.binarize_x0 = binarize_x0
@@ -79,8 +95,9 @@ class PairedDDIMInferer(Inferer):
             generator: eps-prediction network ``(B, 2, H, W), (B,) -> (B, 1, H, W)`` on [y_t, x̂0].
 
         Returns:
-            ``(x̂0, ŷ0)`` of the last step: (B, 1, H, W) mask and image estimates in [-1, 1] (clipped when the
-            scheduler's ``clip_sample`` is set).
+            ``(mask, ŷ0)`` of the last step: (B, 1, H, W) mask and image estimates in [-1, 1] (clipped when the
+            scheduler's ``clip_sample`` is set); ``mask`` is x̂0 or the generator's condition (``label_source``),
+            the pair's label where it is > 0.
 
         Raises:
             ValueError: ``x_T`` and ``y_T`` of different shapes or not 4-D.
@@ -90,7 +107,7 @@ class PairedDDIMInferer(Inferer):
                 f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}"
             )
         x_t, y_t = x_T, y_T  # x_T, y_T ~ N(0, I)
-        x0_hat = y0_hat = None
+        x0_hat = y0_hat = condition = None
         for t in self.scheduler.timesteps:  # t = T_n, ..., T_1 of the DDIM schedule; "t-1" is the next one
             t_batch = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
             # step 1: eps_x = model_x([x_t, y_t], t); x̂0 and x_{t-1} by the DDIM update (eta = 0)
@@ -102,7 +119,8 @@ class PairedDDIMInferer(Inferer):
             eps_y = generator(torch.cat([y_t, condition], dim=1), t_batch)
             y_prev, y0_hat = self.scheduler.step(eps_y, int(t), y_t)
             x_t, y_t = x_prev, y_prev
-        return x0_hat, y0_hat  # (x̂0, ŷ0) of the last step: the generated (mask, slice) pair
+        mask = condition if self.label_source == "condition" else x0_hat
+        return mask, y0_hat  # the generated (mask, slice) pair of the last step
 
     def __call__(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Same as :meth:`sample` (PIG has no training pass through its inferer)."""

@@ -13,7 +13,7 @@ import torch
 from ..common.checkpoint import load_weights
 from ..common.grid import free_png_path, save_pair_grid
 from ..common.value_range import image_to_unit, signed_to_mask
-from ..common.writer import checkpoint_column, write_samples
+from ..common.writer import MANIFEST_FIELDS, checkpoint_column, write_samples
 from .inferer import PairedDDIMInferer
 
 __all__ = ["sample_noise", "sample_pairs", "generate_pairs", "preview_samples"]
@@ -47,13 +47,14 @@ def sample_pairs(
 
     Returns:
         ``(images, masks)`` on the CPU: (N, 1, S, S) float32 slices in [0, 1] (``image_to_unit(ŷ0)``) and
-        (N, 1, S, S) uint8 masks, 1 where x̂0 > 0 (``signed_to_mask``: the midpoint of the {-1, +1} convention).
+        (N, 1, S, S) uint8 masks, 1 where the inferer's mask (x̂0 or the generator's last condition, its
+        ``label_source``) is > 0 (``signed_to_mask``: the midpoint of the {-1, +1} convention).
     """
     noise = [sample_noise(seed, i, image_size) for i in indices]
     x_T = torch.cat([n[0] for n in noise]).to(device)
     y_T = torch.cat([n[1] for n in noise]).to(device)
-    x0_hat, y0_hat = inferer.sample(x_T, y_T, guider, generator)
-    return image_to_unit(y0_hat.float()).cpu(), signed_to_mask(x0_hat).cpu()
+    mask, y0_hat = inferer.sample(x_T, y_T, guider, generator)
+    return image_to_unit(y0_hat.float()).cpu(), signed_to_mask(mask).cpu()
 
 
 def generate_pairs(
@@ -73,8 +74,9 @@ def generate_pairs(
 ) -> list[dict]:
     """Generate ``num_samples`` (mask, slice) pairs and write them into ``output_dir``.
 
-    Files: ``<id>_image.nii.gz`` (float32, [0, 1] = (ŷ0 + 1) / 2), ``<id>_label.nii.gz`` (uint8, 1 where x̂0 > 0,
-    i.e. the {-1, +1} mask convention thresholded at its midpoint), and ``manifest.csv``; ids are
+    Files: ``<id>_image.nii.gz`` (float32, [0, 1] = (ŷ0 + 1) / 2), ``<id>_label.nii.gz`` (uint8, 1 where the
+    inferer's mask is > 0, i.e. the {-1, +1} mask convention thresholded at its midpoint; which mask is the
+    inferer's ``label_source``, recorded in the manifest), and ``manifest.csv``; ids are
     ``<id_prefix>-s<seed>-<index:05d>``. Every target is checked before the first write (``write_samples``).
 
     Args:
@@ -106,10 +108,11 @@ def generate_pairs(
         images, labels = sample_pairs(inferer, guider, generator, seed, index, image_size, device)
         return images, labels, None
 
-    columns = {"guider": ckpt[0], "generator": ckpt[1]}
+    columns = {"guider": ckpt[0], "generator": ckpt[1], "label_source": inferer.label_source}
     return write_samples(
-        batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns, output_formats=output_formats
-    )
+        batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns,
+        fields=(*MANIFEST_FIELDS, "label_source"), output_formats=output_formats,
+    )  # fmt: skip
 
 
 def preview_samples(
