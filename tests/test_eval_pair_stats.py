@@ -18,6 +18,7 @@ def test_pair_statistics_hand_computed():
     s = pair_statistics(image, mask, ring_px=1)
     assert s["area_px"] == 10 and s["components"] == 2 and s["touches_border"] is False  # row/col 10 of 0..11
     assert s["contrast"] == 2.0  # inside 2, ring 0
+    assert s["eccentricity"] == 0.0  # the largest component is a 3 x 3 square: equal second moments
     assert math.isclose(s["contrast_std_units"], 2.0 / image.std())
 
 

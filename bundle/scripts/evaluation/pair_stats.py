@@ -45,8 +45,9 @@ def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> di
     Returns:
         ``area_px`` (lesion pixels), ``components`` (8-connected), ``contrast`` (mean inside minus mean in the
         ring, in the image's units; NaN for an empty mask or an empty ring), ``contrast_std_units`` (the same
-        divided by the image's standard deviation, comparable across intensity scales) and ``touches_border``
-        (a lesion pixel in the first or last row or column: the lesion is cut by the patch edge).
+        divided by the image's standard deviation, comparable across intensity scales), ``eccentricity`` (of the
+        largest component, :func:`~.mask_stats.eccentricity`; NaN for an empty mask) and ``touches_border`` (a lesion
+        pixel in the first or last row or column: the lesion is cut by the patch edge).
     """
     image = np.asarray(image, dtype=np.float64)
     mask = np.asarray(mask) > 0
@@ -59,6 +60,7 @@ def pair_statistics(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> di
         "components": shape["components"],
         "contrast": contrast,
         "contrast_std_units": contrast / std if std > 0 else float("nan"),
+        "eccentricity": shape["eccentricity"],
         "touches_border": bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()),
     }
 
@@ -70,7 +72,9 @@ def set_summary(stats: Iterable[dict]) -> dict:
     out: dict = {"n": len(stats)}
     if not stats:
         return out
-    for key in ("area_px", "components", "contrast", "contrast_std_units"):
+    for key in ("area_px", "components", "eccentricity", "contrast", "contrast_std_units"):
+        if not all(key in s for s in stats):
+            continue
         vals = np.array([s[key] for s in stats], dtype=np.float64)
         out[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         out[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
@@ -140,6 +144,7 @@ def markdown_table(result: dict) -> str:
         ("lesion area (px), median", "area_px_median", 0),
         ("connected components (8-connected), mean ± std", "components", 2),
         ("connected components, median", "components_median", 1),
+        ("eccentricity of the largest component", "eccentricity", 2),
         ("contrast inside mask - ring (image units, [0, 1])", "contrast", 3),
         ("contrast / image std", "contrast_std_units", 2),
         ("empty masks (share)", "empty_mask_fraction", 2),
