@@ -211,7 +211,7 @@ def test_generate_pairs_same_seed_identical_different_seed_differs(tmp_path):
     import csv
 
     with open(tmp_path / "a" / "manifest.csv", newline="", encoding="utf-8") as f:
-        assert {row["label_source"] for row in csv.DictReader(f)} == {"x0_hat"}  # which mask the labels are
+        assert {row["label_source"] for row in csv.DictReader(f)} == {"condition"}  # which mask the labels are
 
 
 class _SpyNet(torch.nn.Module):

@@ -25,7 +25,7 @@ def check_pairs(out: Path, n: int, size: int) -> list[dict]:
         assert np.allclose(img.affine, lab.affine)
         assert int(row["lesion_area_px"]) == int(lab.get_fdata().sum())
         assert row["guider"].startswith("guider.pt:sha256=") and row["generator"].startswith("generator.pt:sha256=")
-        assert row["label_source"] == "x0_hat"
+        assert row["label_source"] == "condition"  # the bundle's default
     return rows
 
 
