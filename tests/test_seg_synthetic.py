@@ -144,3 +144,51 @@ def test_synthetic_pairs_enter_the_training_set_only(tmp_path, request_):
     patients = {key: {it["patient_id"] for it in split[key]} for key in ("train", "validation", "test")}
     assert patients["validation"] and not patients["validation"] & (patients["train"] | patients["test"])
     assert not {it["patient_id"] for it in train} & patients["test"]
+
+
+def _gate_folder(tmp_path):
+    """Six pairs: good, empty, three components, too large, good, too small (real areas span 16–100 px)."""
+    folder = make_pig_folder(tmp_path / "pig", n=6, size=32)
+    masks = {1: [], 2: [(2, 2, 4), (10, 10, 4), (20, 20, 4)], 3: [(0, 0, 20)], 5: [(4, 4, 3)]}  # (row, col, side)
+    for i, squares in masks.items():
+        label = np.zeros((32, 32), dtype=np.uint8)
+        for r, c, side in squares:
+            label[r : r + side, c : c + side] = 1
+        path = folder / f"pig-s0-{i:05d}_label.nii.gz"
+        path.unlink()
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(path))
+    real = []
+    for j, side in enumerate((4, 10)):  # real lesion areas 16 and 100 px; make_pig_folder's squares are 64 px
+        label = np.zeros((32, 32), dtype=np.uint8)
+        label[:side, :side] = 1
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / f"real{j}.nii.gz"))
+        real.append({"image": "unused", "label": str(tmp_path / f"real{j}.nii.gz")})
+    return folder, real
+
+
+def test_quality_gate_drops_exactly_the_masks_unlike_real_ones(tmp_path, caplog):
+    import logging
+
+    from scripts.seg.synthetic import quality_gate
+
+    folder, real = _gate_folder(tmp_path)
+    kept, report = quality_gate(read_manifest(str(folder)), max_components=1, real_items=real)
+    assert [Path(r["image"]).name for r in kept] == ["pig-s0-00000_image.nii.gz", "pig-s0-00004_image.nii.gz"]
+    assert report == {"listed": 6, "kept": 2, "dropped_empty": 1, "dropped_components": 1, "dropped_area": 2,
+                      "max_components": 1, "area_range_px": [16, 100]}  # fmt: skip
+    # three components pass a gate of 3 (its area, 48 px, is within the real range)
+    assert len(quality_gate(read_manifest(str(folder)), max_components=3, real_items=real)[0]) == 3
+    with caplog.at_level(logging.INFO, logger="scripts.seg.synthetic"):
+        items = synthetic_items(str(folder), num_synthetic=2, max_components=1, real_items=real)
+    assert [it["case_id"] for it in items] == ["pig-s0-00000", "pig-s0-00004"]  # the first n kept pairs
+    assert "quality gate kept 2 of 6 pairs (dropped: 1 empty, 1 with more than 1 components, 2 with an area" in (
+        caplog.text
+    )
+    with pytest.raises(ValueError, match="the quality gate kept only 2 of 6"):
+        synthetic_items(str(folder), num_synthetic=3, max_components=1, real_items=real)
+    assert len(synthetic_items(str(folder), num_synthetic=3)) == 3  # gate off: the first 3 listed, whatever they hold
+    every = synthetic_items(str(folder), max_components=1, real_items=real)  # no count: every pair that passes
+    assert len(every) == 2 and every.gate_report["dropped_area"] == 2
+    assert synthetic_items(str(folder)).gate_report is None
+    with pytest.raises(ValueError, match="synthetic_max_components must be >= 1"):
+        quality_gate(read_manifest(str(folder)), max_components=0, real_items=real)

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -23,7 +24,15 @@ from monai.transforms import MapTransform
 from ..common.value_range import unit_to_image
 from ..common.writer import read_manifest
 
-__all__ = ["SYNTHETIC_KEY", "SYNTHETIC_HINT", "synthetic_items", "SyntheticToRealRanged", "DataCountLogger"]
+__all__ = [
+    "SYNTHETIC_KEY",
+    "SYNTHETIC_HINT",
+    "quality_gate",
+    "SyntheticItems",
+    "synthetic_items",
+    "SyntheticToRealRanged",
+    "DataCountLogger",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +42,76 @@ SYNTHETIC_KEY = "synthetic"
 SYNTHETIC_HINT = "synthetic_dir must be a PIG inference output folder"
 
 
+def _mask_shape(label_path: str) -> tuple[int, int]:
+    """(lesion pixels, 8-connected components) of a {0, 1} label file."""
+    from ..evaluation.mask_stats import mask_statistics
+
+    stats = mask_statistics(np.asarray(nib.load(label_path).dataobj) > 0)
+    return stats["area_px"], stats["components"]
+
+
+def quality_gate(rows: list[dict], max_components: int, real_items: list[dict]) -> tuple[list[dict], dict]:
+    """Keep the generated pairs whose mask looks like a real one: not empty, at most ``max_components``
+    8-connected components, and a lesion area within [min, max] of the real training masks' areas.
+
+    Args:
+        rows: manifest rows (``read_manifest``: absolute ``label`` paths), in manifest order.
+        max_components: the most components a kept mask may have (>= 1).
+        real_items: the real training items (``label`` paths of prepared {0, 1} masks) that give the area range.
+
+    Returns:
+        ``(kept rows in order, report)``; the report holds ``listed``, ``kept``, ``dropped_empty``,
+        ``dropped_components``, ``dropped_area``, ``max_components`` and ``area_range_px`` (each dropped pair is
+        counted under its first failed rule, in that order).
+
+    Raises:
+        ValueError: ``max_components`` < 1, or no real item to take the area range from.
+    """
+    if int(max_components) < 1:
+        raise ValueError(f"synthetic_max_components must be >= 1, got {max_components}")
+    areas = [_mask_shape(it["label"])[0] for it in real_items]
+    areas = [a for a in areas if a > 0]
+    if not areas:
+        raise ValueError("the synthetic quality gate needs real training masks with a lesion, for its area range")
+    lo, hi = min(areas), max(areas)
+    report = {"listed": len(rows), "kept": 0, "dropped_empty": 0, "dropped_components": 0, "dropped_area": 0,
+              "max_components": int(max_components), "area_range_px": [lo, hi]}  # fmt: skip
+    kept = []
+    for row in rows:
+        area, components = _mask_shape(row["label"])
+        if area == 0:
+            report["dropped_empty"] += 1
+        elif components > int(max_components):
+            report["dropped_components"] += 1
+        elif not lo <= area <= hi:
+            report["dropped_area"] += 1
+        else:
+            kept.append(row)
+    report["kept"] = len(kept)
+    return kept, report
+
+
+class SyntheticItems(list):
+    """The list :func:`synthetic_items` returns, with the quality gate's report (``gate_report``; ``None`` when the
+    gate is off) for the run record."""
+
+    gate_report: dict | None = None
+
+
 def synthetic_items(
     synthetic_dir: str | None,
     num_synthetic: int | None = None,
     synthetic_ratio: float | None = None,
     num_real: int = 0,
     image_size: int | None = None,
-) -> list[dict]:
+    max_components: int | None = None,
+    real_items: list[dict] | None = None,
+) -> SyntheticItems:
     """The generated pairs to add to the training set.
 
     The first ``n`` manifest rows are used (so smaller sets are subsets of larger ones), with ``n = num_synthetic``,
-    or ``round(synthetic_ratio × num_real)``, or every row when both are ``None``.
+    or ``round(synthetic_ratio × num_real)``, or every row when both are ``None``. With ``max_components`` set, the
+    :func:`quality_gate` runs first and the ``n`` are taken from the pairs it keeps; its counts are logged.
 
     Args:
         synthetic_dir: PIG inference output folder; ``None``/``""`` → no synthetic data.
@@ -51,14 +119,17 @@ def synthetic_items(
         synthetic_ratio: pairs per real training item (≥ 0), e.g. 1.0 doubles the training set.
         num_real: the number of real training items (for ``synthetic_ratio``).
         image_size: when given, every synthetic slice must be ``(image_size, image_size)`` (checked from headers).
+        max_components: turns the quality gate on (``None``: off, every listed pair may be used).
+        real_items: the real training items, for the gate's area range.
 
     Returns:
         Items ``{"image", "label" (absolute paths), "synthetic": 1, "case_id": id, "patient_id": "synthetic"}``.
 
     Raises:
         ValueError: both counts given, a count without ``synthetic_dir``, a negative count, more pairs requested than
-            the manifest lists, a slice of the wrong size, a manifest path outside ``synthetic_dir``, or a folder of
-            image-only samples (empty ``label``: nothing to segment).
+            the manifest lists (or than the quality gate kept), a slice of the wrong size, a bad gate setting, a
+            manifest path outside ``synthetic_dir``, or a folder of image-only samples (empty ``label``: nothing to
+            segment).
         FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing
             (``scripts.common.writer.read_manifest``).
     """
@@ -67,7 +138,7 @@ def synthetic_items(
     if not synthetic_dir:
         if num_synthetic or synthetic_ratio:
             raise ValueError("num_synthetic/synthetic_ratio need synthetic_dir (a PIG inference output folder)")
-        return []
+        return SyntheticItems()
     rows = read_manifest(synthetic_dir, hint=SYNTHETIC_HINT)
     if any(not row["label"] for row in rows):
         raise ValueError(
@@ -80,13 +151,29 @@ def synthetic_items(
     elif synthetic_ratio is not None:
         n = int(round(float(synthetic_ratio) * num_real))
     else:
-        n = len(rows)
-    if n < 0:
+        n = None  # every pair (that passes the gate)
+    listed = len(rows)
+    if n is not None and n < 0:
         raise ValueError(f"the number of synthetic pairs must be >= 0, got {n}")
-    if n > len(rows):
+    if n is not None and n > len(rows):
         raise ValueError(f"{synthetic_dir}: {n} synthetic pairs requested, the manifest lists only {len(rows)}")
-    items = []
-    for row in rows[:n]:
+    report = None
+    if max_components is not None:
+        rows, report = quality_gate(rows, max_components, real_items or [])
+        logger.info(
+            "%s: synthetic quality gate kept %d of %d pairs (dropped: %d empty, %d with more than %d components, "
+            "%d with an area outside the real %d-%d px)", synthetic_dir, report["kept"], report["listed"],
+            report["dropped_empty"], report["dropped_components"], report["max_components"], report["dropped_area"],
+            *report["area_range_px"],
+        )  # fmt: skip
+        if n is not None and n > len(rows):
+            raise ValueError(
+                f"{synthetic_dir}: {n} synthetic pairs requested, the quality gate kept only {len(rows)} of "
+                f"{report['listed']}; generate more pairs, ask for fewer, or loosen synthetic_max_components"
+            )
+    items = SyntheticItems()
+    items.gate_report = report
+    for row in rows[: len(rows) if n is None else n]:
         if image_size is not None:
             shape = tuple(nib.load(row["image"]).shape)
             if shape != (image_size, image_size):
@@ -95,7 +182,7 @@ def synthetic_items(
         items.append(
             {"image": row["image"], "label": row["label"], SYNTHETIC_KEY: 1, "case_id": cid, "patient_id": "synthetic"}
         )
-    logger.info("%d synthetic pair(s) from %s (%d listed)", len(items), synthetic_dir, len(rows))
+    logger.info("%d synthetic pair(s) from %s (%d listed)", len(items), synthetic_dir, listed)
     return items
 
 
