@@ -268,3 +268,6 @@ def test_patch_mode_gives_no_window_to_specks_below_min_lesion_area(tmp_path, ca
                                  min_patch_size=16, min_lesion_area=5, val_fraction=0)  # fmt: skip
     assert len(result["train"]) == 1 and result["counts"]["skipped_small_components"] == 3
     assert "skipped_small_components: mask components smaller than min_lesion_area" in caplog.text  # says what it is
+    counts = result["counts"]
+    others = [k for k, v in counts.items() if k.startswith("skipped_") and v and k != "skipped_small_components"]
+    assert others or "the warnings above" not in caplog.text  # no per-item warning exists for small components

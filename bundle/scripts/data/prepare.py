@@ -343,14 +343,13 @@ def prepare_dataset(
             items.extend(case_items)
         skipped = {k: v for k, v in sorted(counts.items()) if k.startswith(("skipped_", "cases_without")) and v}
         if skipped:  # one summary line, so the count is in the run log even when the per-item warnings scroll away
-            small = (
-                "; skipped_small_components: mask components smaller than min_lesion_area, which get no patch of "
-                "their own"
-                if "skipped_small_components" in skipped
-                else ""
-            )
-            logger.warning("%s: skipped items %s (the warnings above name each skipped case or slice%s)", where,
-                           skipped, small)  # fmt: skip
+            notes = []
+            if set(skipped) - {"skipped_small_components"}:  # those have a warning of their own above
+                notes.append("the warnings above name each skipped case or slice")
+            if "skipped_small_components" in skipped:  # counted per slice, no warning of their own
+                notes.append("skipped_small_components: mask components smaller than min_lesion_area, which get no "
+                             "patch of their own")  # fmt: skip
+            logger.warning("%s: skipped items %s (%s)", where, skipped, "; ".join(notes))
         if not items:
             raise DataError(
                 f"{where}: no slice kept from {counts['cases']} case(s) "
