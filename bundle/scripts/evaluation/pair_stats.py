@@ -76,9 +76,9 @@ def set_summary(stats: Iterable[dict]) -> dict:
         if not all(key in s for s in stats):
             continue
         vals = np.array([s[key] for s in stats], dtype=np.float64)
-        out[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-        out[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
-        out[f"{key}_median"] = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
+        finite = np.isfinite(vals).any()  # all-NaN (e.g. every mask empty): NaN without numpy's warning
+        for stat, fn in (("mean", np.nanmean), ("std", np.nanstd), ("median", np.nanmedian)):
+            out[f"{key}_{stat}"] = float(fn(vals)) if finite else float("nan")
     out["empty_mask_fraction"] = float(np.mean([s["area_px"] == 0 for s in stats]))
     if all("touches_border" in s for s in stats):
         out["touches_border_fraction"] = float(np.mean([s["touches_border"] for s in stats]))
