@@ -20,6 +20,7 @@ import numpy as np
 from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from scipy import ndimage
 
 from ..common.value_range import unit_to_image
 from ..common.writer import read_manifest
@@ -43,11 +44,10 @@ SYNTHETIC_HINT = "synthetic_dir must be a PIG inference output folder"
 
 
 def _mask_shape(label_path: str) -> tuple[int, int]:
-    """(lesion pixels, 8-connected components) of a {0, 1} label file."""
-    from ..evaluation.mask_stats import mask_statistics
-
-    stats = mask_statistics(np.asarray(nib.load(label_path).dataobj) > 0)
-    return stats["area_px"], stats["components"]
+    """(lesion pixels, 8-connected components) of a {0, 1} label file: the counts of
+    ``scripts.evaluation.mask_stats``, computed here so that seg/ does not depend on the evaluation package."""
+    mask = np.asarray(nib.load(label_path).dataobj) > 0
+    return int(mask.sum()), int(ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))[1])
 
 
 def quality_gate(rows: list[dict], max_components: int, real_items: list[dict]) -> tuple[list[dict], dict]:
