@@ -360,6 +360,8 @@ def check_pair(
 
     Checks: equal ``(S, H, W)`` shapes; spacing equal within ``rtol`` (relative); and, when both files carry an
     affine (NIfTI/ITK, compared in RAS), equal direction cosines (within 1e-3) and origins (within half a voxel).
+    A PNG/JPEG image has no geometry of its own (read at 1 mm here, at its header's dpi by ITK and Slicer), so a
+    mask of its shape is on its grid whatever spacing the mask file states (e.g. a label drawn in Slicer).
 
     Raises:
         DataError: naming both files and the mismatching shapes, spacings or orientations, or a spacing that is not
@@ -371,6 +373,8 @@ def check_pair(
             f"{pair}: shapes differ, image {tuple(image_shape)} vs mask {tuple(mask_shape)}; the mask must be drawn "
             "on the image's voxel grid (resample it onto the image)"
         )
+    if image_info.get("format") == "pil":
+        return
     for what, spacing in (("image", image_spacing), ("mask", mask_spacing)):
         values = np.asarray(spacing, dtype=np.float64).ravel()
         if values.size != 3 or not (np.isfinite(values).all() and (values > 0).all()):
