@@ -105,10 +105,10 @@ class PIGApp(MONAILabelApp):
 
     def _init_dicomweb_datastore(self):
         """MONAI Label's DICOMweb datastore with the bundle's SEG writer; no dcmqi download (see ``lib.datastore``)."""
+        from dicomweb_client.session_utils import create_session_from_user_pass
         from lib.datastore import BundleDICOMWebDatastore
         from monailabel.config import settings
         from monailabel.datastore.dicom import DICOMwebClientX
-        from monailabel.datastore.utils.dicom import create_session_from_user_pass
 
         self.studies = self.studies.rstrip("/").strip()
         session = None
@@ -124,9 +124,12 @@ class PIGApp(MONAILabelApp):
             stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
         )
         cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+        search = settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
+        if search == {"Modality": "CT"}:  # MONAI Label's default; DBT series are Modality MG
+            search = {"Modality": "MG"}
         return BundleDICOMWebDatastore(
             client=client,
-            search_filter=settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER,
+            search_filter=search,
             cache_path=cache or None,
             fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
             convert_to_nifti=False,  # the bundle reads the DICOM series itself (DBT multi-frames included)

@@ -15,9 +15,9 @@ import tempfile
 from typing import Any
 
 from monailabel.datastore.dicom import DICOMWebDatastore
-from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 logger = logging.getLogger(__name__)
 
@@ -30,38 +30,40 @@ class BundleDICOMWebDatastore(DICOMWebDatastore):
     def save_label(
         self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
     ) -> str:
-        """Store a ``final`` label as a DICOM SEG in the PACS, then record it in the local cache as MONAI Label does.
+        """Store a ``final`` label as a DICOM SEG in the PACS (the PACS is the record; nothing is cached locally).
 
         Args:
             image_id: the Series Instance UID of the source.
             label_filename: a mask on the source grid (NIfTI/NRRD, as ``mass_seg`` returns it or Slicer submits it).
 
+        Returns:
+            The SEG's Series Instance UID (the label id).
+
         Raises:
-            DataError: a mask that does not fit the series (names both).
+            DataError: a mask that does not fit the series (names both); MONAILabelException: a tag other than
+                ``final``.
         """
         from scripts.data.dicom import read_dicom_datasets
         from scripts.data.readers import read_mask
         from scripts.export.dicom_seg import write_dicom_seg
 
         label_info = dict(label_info or {})
-        if label_tag == DefaultLabelTag.FINAL:
-            image_dir = self.get_image_uri(image_id)
-            mask = read_mask(label_filename)[0]
-            fd, seg_path = tempfile.mkstemp(suffix="_seg.dcm")
-            os.close(fd)
-            os.unlink(seg_path)  # write_dicom_seg never overwrites
-            try:
-                write_dicom_seg(mask, read_dicom_datasets(image_dir), seg_path)
-                series_uid = dicom_web_upload_dcm(seg_path, self._client)
-            finally:
-                if os.path.exists(seg_path):
-                    os.unlink(seg_path)
-            image_info = self.get_image_info(image_id)
-            label_info.update(
-                SeriesInstanceUID=series_uid,
-                Modality="SEG",
-                PatientID=image_info.get("PatientID"),
-                StudyInstanceUID=image_info.get("StudyInstanceUID"),
+        if label_tag != DefaultLabelTag.FINAL:
+            # the PACS keeps submitted (final) labels only; MONAI Label's own datastore fails here the same way
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                f"a DICOMweb datastore stores final labels only (as DICOM SEG), not tag {label_tag!r}",
             )
-            logger.info("stored the DICOM SEG of %s in the PACS (series %s)", image_id, series_uid)
-        return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+        image_dir = self.get_image_uri(image_id)
+        mask = read_mask(label_filename)[0]
+        fd, seg_path = tempfile.mkstemp(suffix="_seg.dcm")
+        os.close(fd)
+        os.unlink(seg_path)  # write_dicom_seg never overwrites
+        try:
+            write_dicom_seg(mask, read_dicom_datasets(image_dir), seg_path)
+            series_uid = dicom_web_upload_dcm(seg_path, self._client)
+        finally:
+            if os.path.exists(seg_path):
+                os.unlink(seg_path)
+        logger.info("stored the DICOM SEG of %s in the PACS (series %s)", image_id, series_uid)
+        return series_uid
