@@ -44,7 +44,7 @@ class MassSegTrain(TrainTask):
         ``{"run_dir", "weights", "num_items", "num_slices", "max_epochs", "replaced"}``.
 
     Raises:
-        MONAILabelException: no labelled image in the datastore, or no served model to start from.
+        MONAILabelException: a DICOMweb datastore, no labelled image in the datastore, or no served model.
     """
 
     def __init__(self, store: SegModelStore) -> None:
@@ -60,6 +60,15 @@ class MassSegTrain(TrainTask):
     def __call__(self, request, datastore: Datastore):
         from scripts.common.runinfo import read_dataset_summary
 
+        from monailabel.datastore.dicom import DICOMWebDatastore
+
+        if isinstance(datastore, DICOMWebDatastore):
+            # its labels are DICOM SEG series, which the bundle's data pipeline does not read as masks
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                "mass_seg training reads labels from a folder datastore; a DICOMweb datastore's labels are DICOM SEG "
+                "series: export the images and labels to a folder and serve that to fine-tune",
+            )
         params = {k: type(v)(request.get(k, v)) for k, v in DEFAULTS.items()}
         items = [it for it in datastore.datalist(DefaultLabelTag.FINAL) if it.get("label")]
         if not items:
