@@ -97,12 +97,50 @@ def main(work: Path) -> dict:
         instances[0].save_as(seg_file)
         back = read_dicom_seg(seg_file, read_dicom_datasets(str(src)))
         assert np.array_equal(back, mask), "the stored SEG differs from the returned mask"
-        return {"ok": True, "dice": round(d, 4), "seg_series": seg_series, "study": study}
+        server.stop()
+        server = None
+        stored = synthesis_into_the_pacs(work, base, web)
+        return {"ok": True, "dice": round(d, 4), "seg_series": seg_series, "study": study, "synthetic": stored}
     finally:
         if server is not None:
             server.stop()
         orthanc.terminate()
         orthanc.wait(20)
+
+
+def synthesis_into_the_pacs(work: Path, base: str, web) -> str:
+    """``pig_synthesis`` over the PACS: refused unless the server was started with ``store_synthetic_to_pacs``; with
+    it, a pair is stored as a Secondary Capture slice marked Synthetic Data YES plus its SEG. Returns the slice's SOP
+    Instance UID."""
+    from helpers import bundle_run
+    from test_monailabel_app import Server
+
+    pig_ckpt = work / "pig_ckpt"
+    bundle_run("training", "train", "--ckpt_dir", str(pig_ckpt), "--cache_dir", str(work / "cache"), one_thread=True)
+    before = {s["0020000E"]["Value"][0] for s in web.search_for_series()}
+    for opt_in in ("false", "true"):
+        server = Server(work / f"pacs-{opt_in}", f"{base}/dicom-web", "--conf", "models", "pig_synthesis", "--conf",
+                        "pig_ckpt_dir", str(pig_ckpt), "--conf", "store_synthetic_to_pacs", opt_in)  # fmt: skip
+        try:
+            code, _ = server.request("POST", "/scoring/pig_synthesis", {"num_pairs": 1, "seed": 5, "ddim_steps": 2})
+            assert code == 200, code
+            task = server.wait_task("scoring")
+        finally:
+            server.stop()
+        added = {s["0020000E"]["Value"][0] for s in web.search_for_series()} - before
+        if opt_in == "false":
+            assert task["status"] == "ERROR" and any("opt-in" in line for line in task["details"]), task
+            assert not added, added
+    assert task["status"] == "DONE", task
+    assert len(added) == 2, added  # the synthetic slice's series and its SEG's
+    images = [i for s in added for i in web.search_for_instances(search_filters={"SeriesInstanceUID": s})]
+    metas = [web.retrieve_instance_metadata(i["0020000D"]["Value"][0], i["0020000E"]["Value"][0],
+                                            i["00080018"]["Value"][0]) for i in images]  # fmt: skip
+    modalities = sorted(m["00080060"]["Value"][0] for m in metas)
+    assert modalities == ["OT", "SEG"], modalities
+    slice_meta = next(m for m in metas if m["00080060"]["Value"][0] == "OT")
+    assert slice_meta["0008001C"]["Value"] == ["YES"], slice_meta.get("0008001C")  # Synthetic Data
+    return slice_meta["00080018"]["Value"][0]
 
 
 if __name__ == "__main__":

@@ -58,9 +58,9 @@ class MassSegTrain(TrainTask):
         return {"weights": self.store.record}
 
     def __call__(self, request, datastore: Datastore):
-        from scripts.common.runinfo import read_dataset_summary
-
         from monailabel.datastore.dicom import DICOMWebDatastore
+
+        from scripts.common.runinfo import read_dataset_summary
 
         if isinstance(datastore, DICOMWebDatastore):
             # its labels are DICOM SEG series, which the bundle's data pipeline does not read as masks
