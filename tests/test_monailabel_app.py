@@ -186,6 +186,7 @@ def test_info_lists_both_models(served):
     assert set(info["models"]) == {"mass_seg", "pig_synthesis"}
     assert info["models"]["mass_seg"]["type"] == "segmentation" and info["models"]["mass_seg"]["labels"] == {"mass": 1}
     assert set(info["models"]["pig_synthesis"]["config"]) >= {"num_pairs", "seed", "ddim_steps"}
+    assert info["models"]["pig_synthesis"]["weights"] is True and info["models"]["mass_seg"]["weights"]
     assert "mass_seg" in info["trainers"] and {"random", "first"} <= set(info["strategies"])
     assert "pig_synthesis" in info["scoring"]
     # the app's own model folder: the bundle's configs and the user's ckpt_dir are never written
@@ -235,7 +236,8 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(served, tmp_path):
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG" * 10)
     with pytest.raises(MONAILabelClientException) as e:
         server.client.infer("mass_seg", "", {}, file=str(corrupt))
-    assert status_of(e.value) == 400 and "cannot be read as an image" in e.value.msg
+    assert status_of(e.value) == 400 and "the uploaded file: cannot be read as an image" in e.value.msg
+    assert "applying transform" not in e.value.msg  # the reader's own message, not MONAI's wrapper
     code, body = server.request("POST", "/infer/pig_synthesis?image=slice_a")
     assert code == 400 and "POST /scoring/pig_synthesis" in body["detail"]
     assert server.get("/info/")["models"]  # still serving

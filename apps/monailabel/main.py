@@ -83,6 +83,9 @@ class PIGApp(MONAILabelApp):
                 os.path.join(app_dir, "model", "pig_synthesis", "runs"),
                 store_to_pacs=str(conf.get("store_synthetic_to_pacs", "false")).lower() == "true",
             )
+            if not self.pig.has_weights():
+                logger.warning("pig_synthesis: no guider.pt + generator.pt in %s: its jobs end with an error until "
+                               "--conf pig_ckpt_dir names a trained PIG", pig_ckpt)  # fmt: skip
         import monai
 
         super().__init__(

@@ -93,11 +93,15 @@ class MassSegInfer(InferTask):
             network, pre, inferer, post = self._components()
         except NoModelError as e:
             raise HTTPException(status_code=503, detail=str(e)) from e
-        name = request.get("image_name") or os.path.basename(image)
+        uploaded = os.path.dirname(os.path.abspath(image)) == os.path.abspath(tempfile.gettempdir())
+        name = "the uploaded file" if uploaded else os.path.basename(image)
         try:
             d = pre({"image": image})
         except Exception as e:  # an unreadable or corrupt file: the reader's message names the problem
-            raise HTTPException(status_code=400, detail=f"{name}: cannot be read as an image: {e}") from e
+            cause = e
+            while cause.__cause__ is not None:  # MONAI wraps it in "applying transform ..."
+                cause = cause.__cause__
+            raise HTTPException(status_code=400, detail=f"{name}: cannot be read as an image: {cause}") from e
         with torch.inference_mode():
             logits = inferer(d["image"][None].to(self._device), network)[0]
         d["pred"] = logits.float().cpu()

@@ -66,9 +66,13 @@ class PigSynthesis(ScoringMethod):
         self.ckpt_dir, self.overlays, self.runs_dir = str(ckpt_dir), list(overlays), Path(runs_dir)
         self.store_to_pacs = store_to_pacs
 
+    def has_weights(self) -> bool:
+        """Whether ``ckpt_dir`` holds both networks' weights."""
+        return all(os.path.isfile(os.path.join(self.ckpt_dir, n)) for n in ("guider.pt", "generator.pt"))
+
     def info(self) -> dict[str, Any]:
         return {**super().info(), "config": dict(SYNTHESIS_DEFAULTS), "ckpt_dir": self.ckpt_dir,
-                "overlays": self.overlays}  # fmt: skip
+                "overlays": self.overlays, "weights": self.has_weights()}  # fmt: skip
 
     def _params(self, request) -> dict:
         try:
@@ -171,6 +175,9 @@ class PigSynthesisInfo(InferTask):
 
     def is_valid(self) -> bool:
         return True
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "weights": self.method.has_weights(), "ckpt_dir": self.method.ckpt_dir}
 
     def __call__(self, request):
         from fastapi import HTTPException
