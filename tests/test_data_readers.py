@@ -228,3 +228,20 @@ def test_itk_pair_orientation_checked(tmp_path):
     assert read_case(tmp_path / "img.nrrd", tmp_path / "same.mha", "c", "p").image.shape == (2, 8, 6)
     with pytest.raises(DataError, match=r"img\.nrrd.*rot\.mha.*orientation"):
         read_case(tmp_path / "img.nrrd", tmp_path / "rot.mha", "c", "p")
+
+
+def test_a_jpeg_image_pairs_with_a_mask_of_its_shape_whatever_spacing_the_mask_states(tmp_path):
+    """A label drawn in Slicer on a JPEG (or returned by inference) carries ITK's dpi spacing (0.254 mm at 100 dpi)
+    while the JPEG is read at 1 mm: the pair is on one grid; a mask of another shape is still refused."""
+    from scripts.export.nifti import write_nifti_mask
+
+    image = tmp_path / "slice.jpg"
+    Image.fromarray(np.full((30, 20), 100, np.uint8)).save(image, dpi=(100, 100))
+    mask = np.zeros((1, 30, 20), np.uint8)
+    mask[0, 10:15, 5:9] = 1
+    write_nifti_mask(mask, None, (1.0, 0.254, 0.254), str(tmp_path / "slice_label.nii.gz"))
+    case = read_case(image, tmp_path / "slice_label.nii.gz", "slice", "p1")
+    assert case.label.sum() == 20
+    write_nifti_mask(np.zeros((1, 30, 21), np.uint8), None, (1.0, 0.254, 0.254), str(tmp_path / "wide.nii.gz"))
+    with pytest.raises(DataError, match="shapes differ"):
+        read_case(image, tmp_path / "wide.nii.gz", "slice", "p1")
