@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["BUNDLE_ROOT", "use_bundle", "split_list", "workflow_parser", "resolve_overlays"]
+__all__ = ["BUNDLE_ROOT", "use_bundle", "split_list", "workflow_parser", "resolve_overlays", "run_stamp"]
 
 #: ``<repository>/bundle`` (this file is ``<repository>/apps/monailabel/lib/bundle.py``); ``PIG_BUNDLE`` overrides it.
 BUNDLE_ROOT = Path(os.environ.get("PIG_BUNDLE") or Path(__file__).resolve().parents[3] / "bundle")
@@ -28,6 +28,13 @@ def use_bundle() -> Path:
     if str(BUNDLE_ROOT) not in sys.path:
         sys.path.insert(0, str(BUNDLE_ROOT))
     return BUNDLE_ROOT
+
+
+def run_stamp() -> str:
+    """A folder name for one run: local time plus nanoseconds (``20261204-011500-123456789``), unique per call."""
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
 
 
 def split_list(value: str | Sequence[str] | None) -> list[str]:

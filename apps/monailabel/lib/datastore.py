@@ -47,7 +47,6 @@ class BundleDICOMWebDatastore(DICOMWebDatastore):
         from scripts.data.readers import read_mask
         from scripts.export.dicom_seg import write_dicom_seg
 
-        label_info = dict(label_info or {})
         if label_tag != DefaultLabelTag.FINAL:
             # the PACS keeps submitted (final) labels only; MONAI Label's own datastore fails here the same way
             raise MONAILabelException(

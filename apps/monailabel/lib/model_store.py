@@ -19,11 +19,10 @@ import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lib.bundle import use_bundle, workflow_parser
+from lib.bundle import run_stamp, use_bundle, workflow_parser
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +35,6 @@ _RECORD = "app_model.json"
 
 class NoModelError(FileNotFoundError):
     """No segmentation weights to serve; the message says where they were looked for and how to provide them."""
-
-
-def _stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -157,7 +152,7 @@ class SegModelStore:
         if not new.is_file():
             raise FileNotFoundError(f"{ckpt_dir}: the fine-tuning run wrote no {MODEL_FILE}")
         with self._lock:
-            keep = self.folder / "history" / _stamp()
+            keep = self.folder / "history" / run_stamp()
             keep.mkdir(parents=True)
             for name in (MODEL_FILE, SUMMARY_FILE, _RECORD):
                 if (self.folder / name).is_file():

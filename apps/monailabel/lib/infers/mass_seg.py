@@ -78,6 +78,7 @@ class MassSegInfer(InferTask):
                 post = [parser.get_parsed_content(f"postprocessing#transforms#{i}") for i in (0, 1)]  # softmax, restore
                 self._network, self._pre, self._inferer, self._post = network, pre, inferer, post
                 self._device = next(network.parameters()).device
+                self._sha256 = self.store.record.get("sha256")
                 self._loaded = key
                 logger.info("mass_seg: loaded %s", path)
             return self._network, self._pre, self._inferer, self._post
@@ -117,7 +118,7 @@ class MassSegInfer(InferTask):
             shutil.rmtree(out_dir, ignore_errors=True)
         params = {
             "label_names": LABELS,
-            "model": self.store.record.get("sha256"),
+            "model": self._sha256,
             "lesion_pixels": int(d["pred"].sum()),
             "latency_s": round(time.time() - start, 3),
         }

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from lib.bundle import workflow_parser
+from lib.bundle import run_stamp, workflow_parser
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +96,13 @@ class PigSynthesis(ScoringMethod):
                 "pig_synthesis: this datastore is a PACS; storing synthetic studies into it is opt-in: restart the "
                 "server with --conf store_synthetic_to_pacs true",
             )
-        for name in ("guider.pt", "generator.pt"):
-            if not os.path.isfile(os.path.join(self.ckpt_dir, name)):
-                raise MONAILabelException(
-                    MONAILabelError.INVALID_INPUT,
-                    f"pig_synthesis: no {name} in {self.ckpt_dir}; train PIG with the bundle (train.json) and start "
-                    "the server with --conf pig_ckpt_dir <its ckpt_dir>",
-                )
-        run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}-s{p['seed']}"
+        if not self.has_weights():
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                f"pig_synthesis: no guider.pt + generator.pt in {self.ckpt_dir}; train PIG with the bundle "
+                "(train.json) and start the server with --conf pig_ckpt_dir <its ckpt_dir>",
+            )
+        run_dir = self.runs_dir / f"{run_stamp()}-s{p['seed']}"
         overrides = {
             "ckpt_dir": self.ckpt_dir,
             "output_dir": str(run_dir),

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.bundle import workflow_parser
+from lib.bundle import run_stamp, workflow_parser
 from lib.model_store import MODEL_FILE, SegModelStore
 
 logger = logging.getLogger(__name__)
@@ -79,8 +78,7 @@ class MassSegTrain(TrainTask):
             base = self.store.require()
         except FileNotFoundError as e:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(e)) from e
-        run_dir = self.store.folder / "train" / time.strftime("%Y%m%d-%H%M%S")
-        run_dir = run_dir.with_name(run_dir.name + f"-{time.time_ns() % 10**6:06d}")
+        run_dir = self.store.folder / "train" / run_stamp()
         run_dir.mkdir(parents=True)
         datalist = run_dir / "datastore_datalist.json"
         rows = [{"image": it["image"], "label": it["label"]} for it in items]
