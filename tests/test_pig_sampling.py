@@ -124,7 +124,8 @@ def test_x0_hat_equals_monai_ddim_step_prediction():
     set_ddim_timesteps(reference, 5)
     for k, t in enumerate(reference.timesteps):
         x_t = guider.inputs[k][:, 0:1]
-        eps = guider.conv(guider.inputs[k]) * 0.1 + int(t) * 1e-4
+        with torch.no_grad():  # the recorded inputs are inference tensors (the sampler's inference_mode)
+            eps = guider.conv(guider.inputs[k]) * 0.1 + int(t) * 1e-4
         _, x0_ref = reference.step(eps, int(t), x_t)
         assert torch.allclose(generator.inputs[k][:, 1:2], x0_ref, atol=1e-6)
         assert torch.allclose(predict_x0(reference, x_t, eps, torch.full((2,), int(t))), x0_ref, atol=1e-6)

@@ -10,6 +10,7 @@ import torch
 from monai.inferers import ControlNetDiffusionInferer, DiffusionInferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 
+from ..common.speed import grad_mode
 from ..pig import set_ddim_timesteps
 from .networks import check_choice
 
@@ -40,6 +41,8 @@ class BaselineDiffusionInferer(ControlNetDiffusionInferer):
         generator_type: ``"image"``, ``"concat"`` or ``"controlnet"``.
         num_inference_steps: sampling steps (``None``: leave the scheduler's timesteps alone, e.g. for training).
         image_model: the frozen unconditional ``DiffusionModelUNet`` (``controlnet`` only).
+        inference_mode: sample under ``torch.inference_mode()`` (default) rather than ``torch.no_grad()``, as PIG's
+            sampler; the returned tensor is an ordinary tensor either way.
 
     Raises:
         ValueError: unknown ``generator_type``; ``controlnet`` without ``image_model``.
@@ -52,12 +55,14 @@ class BaselineDiffusionInferer(ControlNetDiffusionInferer):
         generator_type: str = "image",
         num_inference_steps: int | None = None,
         image_model: torch.nn.Module | None = None,
+        inference_mode: bool = True,
     ) -> None:
         super().__init__(scheduler)
         check_choice(generator_type)
         if generator_type == "controlnet" and image_model is None:
             raise ValueError("the controlnet baseline needs the trained image model (image_model_path)")
         self.generator_type = generator_type
+        self.inference_mode = inference_mode
         self.image_model = None if image_model is None else image_model.eval().requires_grad_(False)
         if num_inference_steps is not None:
             self.set_timesteps(num_inference_steps)
@@ -122,7 +127,6 @@ class BaselineDiffusionInferer(ControlNetDiffusionInferer):
         down, mid = network(x=x_t, timesteps=timesteps, controlnet_cond=condition)
         return self.image_model(x_t, timesteps, down_block_additional_residuals=down, mid_block_additional_residual=mid)
 
-    @torch.no_grad()
     def sample(  # type: ignore[override]
         self,
         input_noise: torch.Tensor,
@@ -148,6 +152,11 @@ class BaselineDiffusionInferer(ControlNetDiffusionInferer):
         """
         if generators is not None and len(generators) != input_noise.shape[0]:
             raise ValueError(f"need one generator per sample, got {len(generators)} for {input_noise.shape[0]}")
+        with grad_mode(self.inference_mode):
+            y_t = self._sample(input_noise, network, condition, generators)
+        return y_t.clone() if self.inference_mode else y_t  # an inference tensor cannot be modified in place later
+
+    def _sample(self, input_noise, network, condition, generators) -> torch.Tensor:
         ddpm = isinstance(self.scheduler, DDPMScheduler)
         y_t = input_noise
         for t in self.scheduler.timesteps:

@@ -7,7 +7,6 @@ Authors' code (not in the paper's algorithm box), see ``shared/reference/pig_met
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from monai.engines.utils import IterationEvents
 from monai.networks.schedulers import Scheduler
 from monai.utils.enums import CommonKeys as Keys
 
+from ..common.speed import autocast
 from .schedule import predict_x0
 
 __all__ = ["GeneratorIteration"]
@@ -27,7 +27,10 @@ class GeneratorIteration:
     The engine's ``prepare_batch`` must be ``PairedDiffusionPrepareBatch`` (inputs [x0, y0], noise [eps1, eps2]).
     On a ``Trainer`` it does forward, backward and the optimiser step (with the engine's AMP scaler); on an evaluator
     it only computes the prediction. The guider never receives gradients: it is frozen here and run under
-    ``torch.no_grad``.
+    ``torch.no_grad``. With the engine's ``amp`` on, both forward passes (the frozen guider's and the generator's) run
+    under ``torch.autocast`` on the batch's device type with the engine's ``amp_kwargs`` dtype (default float16, as
+    MONAI's engines); x̂0 and the loss are computed in float32 (``scripts.common.speed``: bfloat16 also on the CPU,
+    float16 on CUDA only, a ``ValueError`` elsewhere).
 
     Args:
         guider: trained model_x, ``(B, 2, H, W), (B,) -> (B, 1, H, W)`` eps-prediction on [x_t, y_t]. It is set to
@@ -58,28 +61,31 @@ class GeneratorIteration:
         noise, timesteps = kwargs["noise"], kwargs["timesteps"]
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         x_t, y_t, eps2 = noisy[:, :1], noisy[:, 1:], noise[:, 1:]
-        with torch.no_grad():
+        amp = bool(getattr(engine, "amp", False))
+        dtype = getattr(engine, "amp_kwargs", None) or {}
+        autocast_dtype = dtype.get("dtype", torch.float16) if amp else None
+        with torch.no_grad(), autocast(inputs.device, autocast_dtype):  # the frozen guider: a pure inference pass
             self.guider.eval()
-            x0_hat = predict_x0(self.scheduler, x_t, self.guider(noisy, timesteps), timesteps)
+            eps_x = self.guider(noisy, timesteps)
+        x0_hat = predict_x0(self.scheduler, x_t, eps_x.to(noisy.dtype), timesteps)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: eps2, "x0_hat": x0_hat}
         training = isinstance(engine, Trainer)
-        amp = bool(getattr(engine, "amp", False)) and inputs.is_cuda
-        autocast = torch.autocast("cuda", **getattr(engine, "amp_kwargs", {})) if amp else nullcontext()
         if not training:
             engine.network.eval()
-            with torch.no_grad(), autocast:
-                engine.state.output[Keys.PRED] = engine.network(torch.cat([y_t, x0_hat], dim=1), timesteps)
+            with torch.no_grad(), autocast(inputs.device, autocast_dtype):
+                pred = engine.network(torch.cat([y_t, x0_hat], dim=1), timesteps)
+            engine.state.output[Keys.PRED] = pred.to(inputs.dtype)
             return engine.state.output
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with autocast:
+        with autocast(inputs.device, autocast_dtype):
             pred = engine.network(torch.cat([y_t, x0_hat], dim=1), timesteps)
             engine.state.output[Keys.PRED] = pred
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss = self.loss(pred, eps2, x0_hat)
             engine.state.output[Keys.LOSS] = loss
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if amp and engine.scaler is not None:
+        if amp and engine.scaler is not None and engine.scaler.is_enabled():  # MONAI's GradScaler (CUDA only)
             engine.scaler.scale(loss).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)

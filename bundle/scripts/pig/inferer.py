@@ -8,6 +8,7 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler
 
+from ..common.speed import amp_kwargs, autocast, grad_mode
 from .binarize import binarize_mask
 from .schedule import set_ddim_timesteps
 
@@ -49,10 +50,17 @@ class PairedDDIMInferer(Inferer):
         binarize_max_weight: threshold weight of the pooled max (0.75).
         label_source: ``"condition"`` (default) or ``"x0_hat"`` (:data:`LABEL_SOURCES`), the mask :meth:`sample`
             returns.
+        amp_dtype: ``"bfloat16"`` / ``"float16"``: the two network calls run under ``torch.autocast`` on the noise's
+            device with that dtype (``scripts.common.speed``); their eps is cast back to float32, so the DDIM
+            arithmetic and the binarisation stay float32. None (default): float32 throughout.
+        inference_mode: sample under ``torch.inference_mode()`` (default) rather than ``torch.no_grad()``; the
+            returned tensors are ordinary tensors either way.
+        channels_last: give the networks their (B, 2, H, W) inputs in ``torch.channels_last`` (pair it with networks
+            placed by ``scripts.common.speed.place(..., channels_last=True)``).
 
     Raises:
         TypeError: ``scheduler`` is not a ``DDIMScheduler``.
-        ValueError: an unknown ``label_source``.
+        ValueError: an unknown ``label_source`` or ``amp_dtype``.
     """
 
     def __init__(
@@ -63,6 +71,9 @@ class PairedDDIMInferer(Inferer):
         binarize_kernel_size: int = 5,
         binarize_max_weight: float = 0.75,
         label_source: str = "condition",
+        amp_dtype: str | None = None,
+        inference_mode: bool = True,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(scheduler, DDIMScheduler):
@@ -75,6 +86,11 @@ class PairedDDIMInferer(Inferer):
         self.binarize_x0 = binarize_x0
         self.binarize_kernel_size = binarize_kernel_size
         self.binarize_max_weight = binarize_max_weight
+        if amp_dtype is not None:
+            amp_kwargs(amp_dtype)  # an unknown dtype fails here, not at the first step
+        self.amp_dtype = amp_dtype
+        self.inference_mode = inference_mode
+        self.channels_last = channels_last
         set_ddim_timesteps(self.scheduler, self.num_inference_steps)
 
     def condition(self, x0_hat: torch.Tensor) -> torch.Tensor:
@@ -83,7 +99,13 @@ class PairedDDIMInferer(Inferer):
             return x0_hat
         return binarize_mask(x0_hat, self.binarize_kernel_size, self.binarize_max_weight)
 
-    @torch.no_grad()
+    def _net(self, network: Callable[..., torch.Tensor], inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One network call (autocast, memory format as configured); eps in the inputs' dtype."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast(inputs.device, self.amp_dtype):
+            return network(inputs, t).to(inputs.dtype)
+
     def sample(
         self,
         x_T: torch.Tensor,
@@ -105,8 +127,15 @@ class PairedDDIMInferer(Inferer):
             the pair's label where it is > 0.
 
         Raises:
-            ValueError: ``x_T`` and ``y_T`` of different shapes or not 4-D.
+            ValueError: ``x_T`` and ``y_T`` of different shapes or not 4-D; float16 ``amp_dtype`` off CUDA.
         """
+        with grad_mode(self.inference_mode):
+            mask, y0_hat = self._sample(x_T, y_T, guider, generator)
+        if self.inference_mode:  # inference tensors cannot be modified in place later; ordinary copies can
+            mask, y0_hat = mask.clone(), y0_hat.clone()
+        return mask, y0_hat
+
+    def _sample(self, x_T, y_T, guider, generator) -> tuple[torch.Tensor, torch.Tensor]:
         if x_T.shape != y_T.shape or x_T.ndim != 4:
             raise ValueError(
                 f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}"
@@ -116,12 +145,12 @@ class PairedDDIMInferer(Inferer):
         for t in self.scheduler.timesteps:  # t = T_n, ..., T_1 of the DDIM schedule; "t-1" is the next one
             t_batch = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
             # step 1: eps_x = model_x([x_t, y_t], t); x̂0 and x_{t-1} by the DDIM update (eta = 0)
-            eps_x = guider(torch.cat([x_t, y_t], dim=1), t_batch)
+            eps_x = self._net(guider, torch.cat([x_t, y_t], dim=1), t_batch)
             x_prev, x0_hat = self.scheduler.step(eps_x, int(t), x_t)
             # step 2: the generator's condition, binarised x̂0 (authors' code) or x̂0 itself
             condition = self.condition(x0_hat)
             # step 3: eps_y = model_y([y_t, x̂0], t); ŷ0 and y_{t-1} by the same update
-            eps_y = generator(torch.cat([y_t, condition], dim=1), t_batch)
+            eps_y = self._net(generator, torch.cat([y_t, condition], dim=1), t_batch)
             y_prev, y0_hat = self.scheduler.step(eps_y, int(t), y_t)
             x_t, y_t = x_prev, y_prev
         mask = condition if self.label_source == "condition" else x0_hat

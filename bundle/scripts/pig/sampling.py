@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from ..common.checkpoint import load_weights
+from ..common.distributed import is_main_process
 from ..common.grid import free_png_path, save_pair_grid
+from ..common.speed import place
 from ..common.value_range import image_to_unit, signed_to_mask
 from ..common.writer import MANIFEST_FIELDS, checkpoint_column, write_samples
 from .inferer import PairedDDIMInferer
@@ -129,16 +131,18 @@ def preview_samples(
 ) -> str | None:
     """Sample ``num_samples`` pairs from the final weights and save them as a PNG grid (training's last step).
 
-    Copies of ``guider_def`` / ``network_def`` are loaded from ``guider_path`` / ``generator_path``; an existing
+    Copies of ``guider_def`` / ``network_def`` are loaded from ``guider_path`` / ``generator_path`` (in
+    ``torch.channels_last`` when the inferer's ``channels_last`` is set); an existing
     ``path`` gets a numbered sibling instead of being overwritten. Returns the PNG path, or None if
-    ``num_samples`` < 1.
+    ``num_samples`` < 1 and on ranks other than 0 of a ``torchrun`` run (rank 0 alone samples the preview).
     """
-    if num_samples < 1:
+    if num_samples < 1 or not is_main_process():
         return None
     target = free_png_path(path)
     logger.info("sampling %d preview pairs (%d DDIM steps) for %s", num_samples, inferer.num_inference_steps, target)
-    guider = load_weights(copy.deepcopy(guider_def), guider_path, "guider", device).to(device).eval()
-    generator = load_weights(copy.deepcopy(network_def), generator_path, "generator", device).to(device).eval()
+    cl = inferer.channels_last
+    guider = place(load_weights(copy.deepcopy(guider_def), guider_path, "guider", device), device, cl).eval()
+    generator = place(load_weights(copy.deepcopy(network_def), generator_path, "generator", device), device, cl).eval()
     images, masks = sample_pairs(inferer, guider, generator, seed, range(num_samples), image_size, device)
     images, masks = images[:, 0].numpy(), masks[:, 0].numpy()
     scale = max(1, 128 // image_size)
