@@ -110,9 +110,9 @@ def test_bf16_network_call_is_within_bf16_rounding(nets):
 def test_bf16_sampling_is_close_to_float32(nets):
     """Two DDIM steps (t = 512, 0). Image (continuous x̂0 condition, so no threshold flips): max abs error <= 0.25
     and relative L2 <= 5e-2 — the first step's x̂0 carries the eps error times sqrt(1 - abar) / sqrt(abar) ~ 3.7 at
-    t = 512 (eps error up to 0.04 measured: 0.15), measured 0.12 / 0.018. Mask with the binarised condition: Dice >= 0.95,
-    since a pixel whose pooled x̂0 lies within the error of the threshold flips (measured 0.994). Longer runs diverge
-    (random networks are chaotic: 10 steps gave Dice 0.29), so the test keeps to two steps."""
+    t = 512 (eps error up to 0.04 measured: 0.15), measured 0.12 / 0.018. Mask with the binarised condition:
+    Dice >= 0.95, since a pixel whose pooled x̂0 lies within the error of the threshold flips (measured 0.994).
+    Longer runs diverge (random networks are chaotic: 10 steps gave Dice 0.29), so the test keeps to two steps."""
     m32, y32 = sample(*nets, steps=2, binarize_x0=False)
     m16, y16 = sample(*nets, steps=2, binarize_x0=False, amp_dtype="bfloat16")
     assert y16.dtype == torch.float32 and m16.dtype == torch.float32  # the DDIM arithmetic stays float32
