@@ -25,6 +25,8 @@ class KillAtIteration:
         engine.add_event_handler(Events.ITERATION_COMPLETED(once=self.iteration), self)
 
     def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_initialized():  # torchrun: every rank (rank 0 has saved) dies at the same point
+            torch.distributed.barrier()
         os.kill(os.getpid(), signal.SIGKILL)
 
 

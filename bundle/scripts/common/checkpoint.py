@@ -30,6 +30,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from .distributed import barrier, unwrap
 from .guards import NonFiniteLossError
 
 __all__ = [
@@ -325,6 +326,10 @@ class StageCheckpointer:
         final_model: module whose ``state_dict`` becomes ``<stage>.pt`` (the EMA copy when EMA is used).
         save_interval: epochs between resume checkpoints (0: never at epoch ends).
         iteration_interval: iterations between resume checkpoints (0: off).
+
+    Networks wrapped in ``DistributedDataParallel`` (``torchrun``, ``scripts.common.distributed.ddp``) are saved
+    unwrapped, so a multi-process run writes the same files as a single process (no ``module.`` prefix); under
+    ``torchrun`` rank 0 alone attaches this handler (``scripts.common.distributed.main_process_handlers``).
     """
 
     def __init__(
@@ -354,7 +359,8 @@ class StageCheckpointer:
 
     def save_resume(self, engine: Engine) -> None:
         """Write ``<stage>_checkpoint.pt``: every object's ``state_dict``, the engine state and the random states."""
-        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state = {k: unwrap(v).state_dict() if isinstance(v, torch.nn.Module) else v.state_dict()
+                 for k, v in self.save_dict.items()}  # fmt: skip
         state["trainer"] = engine.state_dict()
         state["rng"] = rng_state()
         atomic_save(state, self.resume_path)
@@ -362,7 +368,7 @@ class StageCheckpointer:
     def save_final(self, engine: Engine) -> None:
         """Write ``<stage>.pt`` (plain weights) and a last resume checkpoint."""
         self.save_resume(engine)
-        atomic_save(self.final_model.state_dict(), self.final_path)
+        atomic_save(unwrap(self.final_model).state_dict(), self.final_path)
         logger.info(f"{self.stage} finished: weights in {self.final_path}")
 
 
@@ -381,6 +387,9 @@ def train_stage(
 
     Returns:
         True if the stage ran, False if it was skipped.
+
+    Under ``torchrun`` every rank returns only once all have finished (a barrier), so the next stage finds the
+    weights rank 0 wrote.
     """
     name = f"stage {position}: {stage}" if position else stage
     if os.path.isfile(final_path):
@@ -391,5 +400,6 @@ def train_stage(
     else:
         logger.info(f"{name}: training from scratch ({trainer.state.max_epochs or '?'} epochs)")
     trainer.run()
+    barrier()
     logger.info(f"{name}: done, weights written to {final_path}")
     return True

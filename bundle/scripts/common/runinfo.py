@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .checkpoint import file_sha256
+from .distributed import is_main_process
 
 __all__ = [
     "PACKAGES",
@@ -132,8 +133,11 @@ def record_run(
     ``checkpoints`` (``{path: sha256}`` of each existing file in ``checkpoints``) and ``extra``'s keys.
 
     Returns:
-        The path written (a new file each run, opened with mode ``"x"``; earlier records are kept).
+        The path written (a new file each run, opened with mode ``"x"``; earlier records are kept); ``""`` on ranks
+        other than 0 of a ``torchrun`` run, where rank 0 alone records it.
     """
+    if not is_main_process():
+        return ""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(run_dir, "runs", f"{stamp}_{workflow}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -162,7 +166,7 @@ def report_outputs(
     matches any (``16 × *_image.nii.gz``), then each of ``names`` found in ``folder``.
 
     Returns:
-        The paths of ``names`` found.
+        The paths of ``names`` found (rank 0 alone logs them in a ``torchrun`` run).
     """
     import glob
 
@@ -170,7 +174,8 @@ def report_outputs(
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or ())
     counts = [(len(glob.glob(os.path.join(folder, pat))), pat) for pat in patterns]
     parts = [f"{n} × {pat}" for n, pat in counts if n] + [os.path.basename(p) for p in found]
-    logger.info("%s finished: wrote %s in %s", workflow, ", ".join(parts) or "nothing", os.path.abspath(folder))
+    if is_main_process():
+        logger.info("%s finished: wrote %s in %s", workflow, ", ".join(parts) or "nothing", os.path.abspath(folder))
     return found
 
 
@@ -231,8 +236,12 @@ def write_dataset_summary(ckpt_dir: str, datalist: dict, filename: str = "datase
     another size (:func:`check_image_size`): conv weights alone load at any size. ``params`` (every preparation
     setting: ``crop_mode``, ``window_percentiles``, ...) and ``spacing_mm`` (median mm per network pixel) let
     inference on raw images repeat the training's preprocessing (:func:`read_dataset_summary`). The segmenter writes
-    ``seg_preparation.json``, so that it can share a ``ckpt_dir`` with the diffusion networks.
+    ``seg_preparation.json``, so that it can share a ``ckpt_dir`` with the diffusion networks. In a ``torchrun``
+    run rank 0 alone writes it (the path is returned on every rank).
     """
+    path = os.path.join(ckpt_dir, filename)
+    if not is_main_process():
+        return path
     summary = {
         "image_size": (datalist.get("params") or {}).get("image_size"),
         "spacing_mm": datalist.get("spacing_mm"),
@@ -245,7 +254,6 @@ def write_dataset_summary(ckpt_dir: str, datalist: dict, filename: str = "datase
         "num_validation_slices": len(datalist.get("validation", [])),
     }
     os.makedirs(ckpt_dir, exist_ok=True)
-    path = os.path.join(ckpt_dir, filename)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)

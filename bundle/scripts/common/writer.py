@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import file_sha256
 
 __all__ = [
@@ -228,8 +229,12 @@ def write_samples(
             ``"dicom_seg"`` adds ``<id>_image.dcm`` (a Secondary Capture image marked Synthetic Data YES, one series
             per run) with ``<id>_label_seg.dcm`` (its DICOM SEG); see :mod:`scripts.export`.
 
+    Under ``torchrun`` (``configs/multi_gpu_inference.json``) rank r samples and writes the indices r, r + W, …
+    (:func:`scripts.common.distributed.rank_indices`); a sample depends on (seed, index) alone, so the files equal a
+    single process's. Rank 0 checks every target first and writes the one manifest of all ranks' rows.
+
     Returns:
-        The manifest rows.
+        The manifest rows (of every rank, in sample-index order).
 
     Raises:
         ValueError: ``num_samples`` or ``batch_size`` < 1; an unknown output format, or ``seg.nrrd`` / ``dicom_seg``
@@ -247,12 +252,21 @@ def write_samples(
     manifest = os.path.join(output_dir, "manifest.csv")
     targets = [p for sid in ids for p in pair_paths(output_dir, sid)[: 2 if with_masks else 1]] + [manifest]
     targets += [p for sid in ids for p in extra_paths(output_dir, sid, extra).values()]
-    check_free(targets)
-    series = _synthetic_series() if "dicom_seg" in extra else {}
+    problem = None
+    if distributed.is_main_process():  # one rank checks: the others may already be writing when a late rank looks
+        try:
+            check_free(targets)
+        except FileExistsError as e:
+            problem = str(e)
+    problem = distributed.broadcast_object(problem)
+    if problem:
+        raise FileExistsError(problem)
+    series = distributed.broadcast_object(_synthetic_series() if "dicom_seg" in extra else {})  # one series per run
+    mine = distributed.rank_indices(num_samples)
     rows = []
-    progress = tqdm(total=num_samples, desc=f"sampling {id_prefix} pairs", unit="pair", disable=None)  # off if no TTY
-    for start in range(0, num_samples, batch_size):
-        index = list(range(start, min(start + batch_size, num_samples)))
+    progress = tqdm(total=len(mine), desc=f"sampling {id_prefix} pairs", unit="pair", disable=None)  # off if no TTY
+    for start in range(0, len(mine), batch_size):
+        index = mine[start : start + batch_size]
         images, labels, extras = sample_batch(index)
         for k, i in enumerate(index):
             image_path, label_path = pair_paths(output_dir, ids[i])
@@ -273,7 +287,11 @@ def write_samples(
                 }
             )
         progress.update(len(index))
-        logger.info(f"generated {len(rows)}/{num_samples} samples")
+        share = "" if len(mine) == num_samples else f" (rank {distributed.rank()}: {len(mine)} of {num_samples})"
+        logger.info(f"generated {len(rows)}/{len(mine)} samples{share}")
     progress.close()
-    write_manifest(manifest, rows, fields)
+    rows = sorted(distributed.gather_rows(rows), key=lambda r: r["sample_index"])
+    if distributed.is_main_process():
+        write_manifest(manifest, rows, fields)
+    distributed.barrier()  # the manifest exists on every rank's return
     return rows

@@ -9,6 +9,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines import DiffusionPrepareBatch
 
+from ..common.distributed import rank as rank_of
+from ..common.distributed import world_size
+
 __all__ = ["PairedDiffusionPrepareBatch"]
 
 
@@ -25,6 +28,11 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         label_key: key of x0, the mask (B, 1, H, W) in {-1, +1}.
         seed: if given, noise and timesteps come from a private ``torch.Generator`` re-seeded each time the engine it
             is attached to starts (validation: the same noise every epoch, so losses are comparable).
+        split_across_ranks: under ``torchrun`` with MONAI's ``DistributedSampler`` (rank r holds the samples
+            r, r + W, r + 2W, … of each shuffled epoch): every rank draws the noise and timesteps of the whole global
+            batch (W × its own, from the same-seeded random stream) and keeps rows r, r + W, …, so W ranks train on
+            exactly the noise one process with the W-times batch and the same sample order draws. Off (or one
+            process): each batch draws its own.
 
     Returns (``__call__``): ``(inputs, target, (), {"noise": noise, "timesteps": t})`` with inputs (B, 2, H, W) =
     [x0, y0], noise (B, 2, H, W) = [eps1, eps2], target (B, 1, H, W) = eps1, t (B,) long in [0, T).
@@ -41,8 +49,10 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         image_key: str = "image",
         label_key: str = "label",
         seed: int | None = None,
+        split_across_ranks: bool = False,
     ) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        self.split_across_ranks = split_across_ranks
         self.antithetic = antithetic
         self.image_key = image_key
         self.label_key = label_key
@@ -95,6 +105,9 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         if x0.shape != y0.shape:
             raise ValueError(f"mask batch {tuple(x0.shape)} and image batch {tuple(y0.shape)} differ in shape")
         inputs = torch.cat([x0, y0], dim=1).to(device, non_blocking=non_blocking, **kwargs)
-        noise = self.get_noise(inputs).to(device, non_blocking=non_blocking)
-        timesteps = self.get_timesteps(inputs).to(device, non_blocking=non_blocking)
+        world, rank = (world_size(), rank_of()) if self.split_across_ranks else (1, 0)
+        # the global batch's shape: its noise and timesteps are drawn whole, this rank keeps its interleaved rows
+        whole = inputs if world == 1 else inputs.new_empty((inputs.shape[0] * world, *inputs.shape[1:]))
+        noise = self.get_noise(whole)[rank::world].to(device, non_blocking=non_blocking)
+        timesteps = self.get_timesteps(whole)[rank::world].to(device, non_blocking=non_blocking)
         return inputs, noise[:, :1], (), {"noise": noise, "timesteps": timesteps}

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..common.distributed import is_main_process
+
 __all__ = ["patient_folds", "inner_validation_patients", "fold_split", "write_folds", "check_folds"]
 
 logger = logging.getLogger(__name__)
@@ -140,8 +142,11 @@ def write_folds(ckpt_dir: str, split: dict) -> str:
     held-out test patients and item counts of the split.
 
     Returns:
-        The path written (replaced atomically on a rerun).
+        The path written (replaced atomically on a rerun; rank 0 alone writes it in a ``torchrun`` run).
     """
+    path = os.path.join(ckpt_dir, "folds.json")
+    if not is_main_process():
+        return path
     record = {
         "num_folds": split["num_folds"],
         "fold": split["fold"],
@@ -156,7 +161,6 @@ def write_folds(ckpt_dir: str, split: dict) -> str:
         "num_test_items": len(split["test"]),
     }
     os.makedirs(ckpt_dir, exist_ok=True)
-    path = os.path.join(ckpt_dir, "folds.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
