@@ -47,7 +47,7 @@ from scripts.evaluation.report import SMALL_SAMPLE_NOTE
 from scripts.experiments import stages as st
 from scripts.experiments.seg_grid import DUKE_NOTE
 
-__all__ = ["GENERATORS", "COLUMNS", "parse_args", "table_rows", "format_table", "write_outputs", "main"]
+__all__ = ["GENERATORS", "COLUMNS", "parse_args", "table_rows", "format_cell", "format_table", "write_outputs", "main"]
 
 logger = logging.getLogger("compare_generators")
 
@@ -227,13 +227,14 @@ def table_rows(metrics: dict[str, dict], steps: dict[str, int], seconds: dict[st
     return rows
 
 
-def _cell(value) -> str:
+def format_cell(value) -> str:
+    """One table cell: "—" for None, "a ± b" for a (mean, std) tuple, 3 decimals (3 significant digits below 0.01)."""
     if value is None:
         return "—"
     if isinstance(value, str):
         return value
     if isinstance(value, tuple):
-        return f"{_cell(value[0])} ± {_cell(value[1])}"
+        return f"{format_cell(value[0])} ± {format_cell(value[1])}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return "nan"
@@ -246,7 +247,7 @@ def _cell(value) -> str:
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of :func:`table_rows` rows over :data:`COLUMNS` (3 decimals, 3 significant digits below 0.01)."""
     lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r.get(k)) for _, k in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(format_cell(r.get(k)) for _, k in COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
