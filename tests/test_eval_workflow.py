@@ -81,6 +81,10 @@ def check_report(out: Path, n_generated: int, extractor: str) -> dict:
     summary = (out / "summary.md").read_text()
     assert extractor in summary and "biased upward" in summary and f"**{n_generated} generated**" in summary
     assert (out / "pairs_grid.png").stat().st_size > 0 and list((out / "runs").glob("*_evaluating.json"))
+    memo = m["memorisation"]  # the audit against the held-out (validation) patients of the same preparation
+    assert memo["status"] == "ok" and memo["n_generated"] == n_generated and memo["n_held_out"] > 0
+    assert set(memo["measures"]) == {"feature_distance", "ssim", "mask_iou"} and "Memorisation audit" in summary
+    assert all((out / f).stat().st_size > 0 for f in ("memorisation_grid.png", "memorisation_hist.png"))
     return m
 
 

@@ -18,13 +18,17 @@ import torch
 from ..common.runinfo import record_run
 from ..common.writer import check_free
 from .features import FeatureExtractor
-from .sections import distance_section, diversity_section, mask_statistics_section, pair_consistency
+from .memorisation import lesion_keys, memorisation_audit, write_figures
+from .sections import distance_section, diversity_section, mask_statistics_section, pair_consistency, skipped
 from .sets import load_generated_set, load_real_set
 from .summary import OUTPUT_FILES, write_report
 
 __all__ = ["OUTPUT_FILES", "SMALL_SAMPLE_NOTE", "EvaluationSettings", "run_evaluation"]
 
 logger = logging.getLogger(__name__)
+
+#: the memorisation audit's figures (:mod:`.memorisation`), written beside :data:`OUTPUT_FILES`.
+MEMORISATION_FILES = ("memorisation_grid.png", "memorisation_hist.png")
 
 SMALL_SAMPLE_NOTE = (
     "FID is biased upward for small sets (its expected value falls as N grows) and depends on the feature "
@@ -101,7 +105,7 @@ def run_evaluation(
     s = settings or EvaluationSettings()
     if not generated_dir:
         raise ValueError("generated_dir is not set: pass --generated_dir <PIG inference output folder>")
-    check_free([os.path.join(output_dir, name) for name in OUTPUT_FILES])
+    check_free([os.path.join(output_dir, name) for name in (*OUTPUT_FILES, *MEMORISATION_FILES)])
     real = load_real_set(datalist, s.real_split, s.max_images)
     generated = load_generated_set(generated_dir, s.image_size, s.max_images)
     logger.info("evaluating %d generated pairs against %d real %s pairs", len(generated), len(real), s.real_split)
@@ -110,6 +114,13 @@ def run_evaluation(
 
     distances = distance_section(extractor, real, generated, s.kid_subset_size, s.kid_num_subsets, s.blur_sigma, s.seed)
     consistency = pair_consistency(seg_network, seg_model_path, generated, real, s.batch_size, device)
+    memo_files = [os.path.join(output_dir, n) for n in MEMORISATION_FILES]
+    if s.real_split == "train" and datalist.get("validation"):
+        held_out = load_real_set(datalist, "validation", s.max_images)
+        lesions = lesion_keys(datalist["train"][: len(real)])
+        memorisation, per_pair = memorisation_audit(extractor, real, lesions, held_out, generated)
+    else:
+        memorisation = skipped("needs real_split 'train' and held-out (validation) patients to compare with")
     if consistency["status"] == "skipped":
         logger.info("pair consistency skipped: %s", consistency["reason"])
     main = distances["generated_vs_real"]
@@ -130,10 +141,13 @@ def run_evaluation(
         "diversity": diversity_section(real, generated, s.max_pairs, s.seed),
         "mask_statistics": mask_statistics_section(real, generated),
         "pair_consistency": consistency,
+        "memorisation": memorisation,
         "notes": {"small_sample_bias": SMALL_SAMPLE_NOTE},
         "settings": {k: v for k, v in asdict(s).items() if k not in ("blur_sigma", "grid_pairs", "batch_size")},
     }
     paths = write_report(output_dir, metrics, generated, real, s.grid_pairs)
+    if memorisation["status"] == "ok":
+        paths += write_figures(memorisation, per_pair, generated, real, *memo_files, count=s.grid_pairs)
     record_run(output_dir, "evaluating", s.seed, {"metrics": paths[0]})
     logger.info("evaluation written to %s", output_dir)
     return metrics

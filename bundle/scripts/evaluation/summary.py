@@ -75,6 +75,34 @@ def _mask_statistics_lines(ms: dict) -> list[str]:
     ]
 
 
+def _memorisation_lines(memo: dict | None) -> list[str]:
+    """Markdown of the ``memorisation`` section (:mod:`.memorisation`)."""
+    lines = ["## Memorisation audit (nearest training lesion)", ""]
+    if not memo:
+        return []
+    if memo.get("status") == "skipped":
+        return [*lines, f"Skipped: {memo['reason']}.", ""]
+    lines += [
+        f"{memo['n_generated']} generated and {memo['n_held_out']} held-out real pairs ({memo['held_out_patients']} "
+        f"patients not trained on) against {memo['n_training_lesions']} training lesions ({memo['n_training_patches']}"
+        f" patches). Flagged: closer to a training lesion than all but {memo['percentile']:g} % of the held-out pairs.",
+        "",
+        "| measure | closer is | threshold (held-out tail) | generated flagged | held-out flagged | binomial p "
+        "| median generated | median held-out |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in memo["measures"].items():
+        lines.append(
+            f"| {name} | {m['closer_is']} | {_num(m['threshold'])} | {m['generated_flagged']} "
+            f"({100 * m['generated_flagged_share']:.1f} %) | {100 * m['held_out_flagged_share']:.1f} % | "
+            f"{m['binomial_p']:.3g} | {_num(m['generated_median'])} | {_num(m['held_out_median'])} |"
+        )
+    lines += ["", f"**Verdict:** {memo['verdict']}.", "",
+              "![closest generated (left) / training (right) pairs](memorisation_grid.png)",
+              "![nearest-lesion measures, generated vs held-out](memorisation_hist.png)", ""]  # fmt: skip
+    return lines
+
+
 def summary_markdown(metrics: dict) -> str:
     """The human-readable report of ``metrics.json``'s content (Markdown)."""
     ex, d, h = metrics["extractor"], metrics["distances"], metrics["headline"]
@@ -183,8 +211,8 @@ def summary_markdown(metrics: dict) -> str:
                 else ""
             )
         )
+    lines += ["", *_memorisation_lines(metrics.get("memorisation"))]
     lines += [
-        "",
         "## Pairs",
         "",
         "![generated (left) and real (right) pairs](pairs_grid.png)",
