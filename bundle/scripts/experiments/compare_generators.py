@@ -5,6 +5,10 @@ Run from ``bundle/``::
     python -m scripts.experiments.compare_generators --work_dir runs/compare --overlay configs/demo.json \\
         --num_samples 256 --generators pig,ddpm,ddim,concat,controlnet --ddim_steps 50
 
+``pig_image_first`` (opt-in: ``--generators pig,pig_image_first``) adds the guidance-direction ablation: PIG trained
+and sampled with ``guidance_order = image_first`` (the first network denoises the image, the second the mask), the
+same networks and budget.
+
 Every stage is a ``python -m monai.bundle run`` subprocess of the bundle's own configs with a JSON overlay
 (:func:`scripts.experiments.stages.run_stage`); all stages share ``dataset_dir``, ``cache_dir``, ``--overlay``,
 ``--overrides`` and ``seed``, so every generator is trained on the same prepared slices and evaluated against the same
@@ -54,18 +58,20 @@ logger = logging.getLogger("compare_generators")
 #: generator key → (row label, trained model it samples, sampler). DDPM and DDIM share the one image model.
 GENERATORS = {
     "pig": ("PIG", "pig", "ddim"),
+    "pig_image_first": ("PIG, image first (ablation)", "pig_image_first", "ddim"),
     "ddpm": ("DDPM", "image", "ddpm"),
     "ddim": ("DDIM", "image", "ddim"),
     "concat": ("concat (SegGuidedDiff-style)", "concat", "ddim"),
     "controlnet": ("ControlNet", "controlnet", "ddim"),
 }
 #: checkpoint files of each trained model (hashed into config.json).
-WEIGHTS = {"pig": ("guider.pt", "generator.pt"), "image": ("image.pt",), "concat": ("concat.pt",),
+WEIGHTS = {"pig": ("guider.pt", "generator.pt"), "pig_image_first": ("guider.pt", "generator.pt"),
+           "image": ("image.pt",), "concat": ("concat.pt",),
            "controlnet": ("controlnet.pt",)}  # fmt: skip
 #: ids the runner sets per stage; ``--overrides`` may not set them.
 RUNNER_IDS = ("ckpt_dir", "output_dir", "generated_dir", "eval_dir", "num_samples", "generator_type", "sampler",
               "num_inference_steps", "dataset_dir", "cache_dir", "seed", "image_model_path", "fid_extractor",
-              "fid_weights_path", "extractor_image_size", "seg_model_path")  # fmt: skip
+              "fid_weights_path", "extractor_image_size", "seg_model_path", "guidance_order")  # fmt: skip
 #: Markdown columns: (header, row key); a row lacking a key shows "—", a skipped measure "skipped".
 COLUMNS = (
     ("generator", "generator"), ("sampler", "sampler"), ("steps", "steps"), ("N", "n"), ("FID ↓", "fid"),
@@ -142,20 +148,22 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
     models = [m for m in WEIGHTS if m in needed]  # image before controlnet: ControlNet needs the frozen image model
     image_pt = str(work / "train" / "image" / "image.pt")
     # baselines: which network; ControlNet: the frozen image model trained in train/image
-    own = {"pig": {}, "image": {"generator_type": "image"}, "concat": {"generator_type": "concat"},
+    own = {"pig": {}, "pig_image_first": {"guidance_order": "image_first"},
+           "image": {"generator_type": "image"}, "concat": {"generator_type": "concat"},
            "controlnet": {"generator_type": "controlnet", "image_model_path": image_pt}}  # fmt: skip
     for m in models:
         ov = {**common, "ckpt_dir": str(work / "train" / m), **own[m]}
-        stage(f"train/{m}", "training", "train" if m == "pig" else "baseline_train", ov, resume=True)
+        stage(f"train/{m}", "training", "train" if m.startswith("pig") else "baseline_train", ov, resume=True)
         ckpts[m] = {f: file_sha256(str(work / "train" / m / f)) for f in WEIGHTS[m]}
     steps = {}
     for g in args.generators:
         _, m, sampler = GENERATORS[g]
         steps[g] = T if sampler == "ddpm" else ddim
         n = args.num_samples_ddpm if g == "ddpm" else args.num_samples
+        pig = m.startswith("pig")
         ov = {**common, "ckpt_dir": str(work / "train" / m), "output_dir": str(work / "samples" / g), "num_samples": n,
-              "num_inference_steps": steps[g], **own[m], **({} if m == "pig" else {"sampler": sampler})}  # fmt: skip
-        stage(f"samples/{g}", "inference", "inference" if m == "pig" else "baseline_inference", ov)
+              "num_inference_steps": steps[g], **own[m], **({} if pig else {"sampler": sampler})}  # fmt: skip
+        stage(f"samples/{g}", "inference", "inference" if pig else "baseline_inference", ov)
     metrics = {}
     for g in args.generators:
         ov = {**common, **args.eval_overrides, "generated_dir": str(work / "samples" / g),

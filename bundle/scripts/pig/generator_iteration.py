@@ -37,15 +37,25 @@ class GeneratorIteration:
             eval mode and ``requires_grad_(False)``.
         scheduler: the training noise scheduler (MONAI ``DDPMScheduler``), for ``add_noise`` and abar_t.
         lesion_weighting: weight the eps-MSE by ``sigmoid(x̂0)`` (up-weights the lesion, x̂0 in [-1, 1]).
+        guidance_order: ``"mask_first"`` (the paper) or ``"image_first"``: then the batch is [y0, x0]
+            (``PairedDiffusionPrepareBatch`` with the same id), the frozen first network is the image model, this
+            network learns the mask from [x_t, ŷ0] and ``lesion_weighting`` does not apply. The code names the
+            streams of ``mask_first``.
 
     Returns (``__call__``): the engine output dict with ``image`` (B, 2, H, W) [x0, y0], ``label`` eps2
     (B, 1, H, W), ``pred`` eps_y (B, 1, H, W), ``x0_hat`` (B, 1, H, W) and, on a trainer, ``loss`` (scalar).
     """
 
-    def __init__(self, guider: torch.nn.Module, scheduler: Scheduler, lesion_weighting: bool = True) -> None:
+    def __init__(
+        self, guider: torch.nn.Module, scheduler: Scheduler, lesion_weighting: bool = True,
+        guidance_order: str = "mask_first",
+    ) -> None:  # fmt: skip
         self.guider = guider.eval().requires_grad_(False)
         self.scheduler = scheduler
-        self.lesion_weighting = lesion_weighting
+        # sigmoid(x̂0) up-weights the lesion in the image loss; with image_first the second network learns the mask
+        # and its condition is ŷ0, whose sigmoid marks no lesion: unweighted there
+        self.lesion_weighting = lesion_weighting and guidance_order == "mask_first"
+        self.guidance_order = guidance_order
 
     def loss(self, pred: torch.Tensor, eps2: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
         """``mean(w * (eps2 - pred)^2)`` with ``w = sigmoid(x̂0)`` or 1; all (B, 1, H, W) -> scalar."""

@@ -12,10 +12,12 @@ from ..common.speed import amp_kwargs, autocast, grad_mode
 from .binarize import binarize_mask
 from .schedule import set_ddim_timesteps
 
-__all__ = ["LABEL_SOURCES", "PairedDDIMInferer"]
+__all__ = ["LABEL_SOURCES", "GUIDANCE_ORDERS", "PairedDDIMInferer"]
 
 #: which mask :meth:`PairedDDIMInferer.sample` returns as the pair's label (see its ``label_source`` argument).
 LABEL_SOURCES = ("condition", "x0_hat")
+#: which stream the first network denoises: ``mask_first`` (the paper) or ``image_first`` (the ablation).
+GUIDANCE_ORDERS = ("mask_first", "image_first")
 
 
 class PairedDDIMInferer(Inferer):
@@ -55,12 +57,15 @@ class PairedDDIMInferer(Inferer):
             arithmetic and the binarisation stay float32. None (default): float32 throughout.
         inference_mode: sample under ``torch.inference_mode()`` (default) rather than ``torch.no_grad()``; the
             returned tensors are ordinary tensors either way.
+        guidance_order: ``"mask_first"`` (the paper, above) or ``"image_first"`` (:data:`GUIDANCE_ORDERS`; an
+            ablation the paper does not run: the first network denoises the image guided by the noisy mask, the
+            second the mask conditioned on ŷ0; both networks trained that way, ``train.json`` with the same id).
         channels_last: give the networks their (B, 2, H, W) inputs in ``torch.channels_last`` (pair it with networks
             placed by ``scripts.common.speed.place(..., channels_last=True)``).
 
     Raises:
         TypeError: ``scheduler`` is not a ``DDIMScheduler``.
-        ValueError: an unknown ``label_source`` or ``amp_dtype``.
+        ValueError: an unknown ``label_source``, ``guidance_order`` or ``amp_dtype``.
     """
 
     def __init__(
@@ -74,8 +79,12 @@ class PairedDDIMInferer(Inferer):
         amp_dtype: str | None = None,
         inference_mode: bool = True,
         channels_last: bool = False,
+        guidance_order: str = "mask_first",
     ) -> None:
         super().__init__()
+        if guidance_order not in GUIDANCE_ORDERS:
+            raise ValueError(f"guidance_order must be one of {GUIDANCE_ORDERS}, got {guidance_order!r}")
+        self.guidance_order = guidance_order
         if not isinstance(scheduler, DDIMScheduler):
             raise TypeError(f"PairedDDIMInferer needs a MONAI DDIMScheduler, got {type(scheduler).__name__}")
         if label_source not in LABEL_SOURCES:
@@ -140,6 +149,8 @@ class PairedDDIMInferer(Inferer):
             raise ValueError(
                 f"x_T and y_T must be equal (B, 1, H, W) shapes, got {tuple(x_T.shape)}, {tuple(y_T.shape)}"
             )
+        if self.guidance_order == "image_first":
+            return self._sample_image_first(x_T, y_T, guider, generator)
         x_t, y_t = x_T, y_T  # x_T, y_T ~ N(0, I)
         x0_hat = y0_hat = condition = None
         for t in self.scheduler.timesteps:  # t = T_n, ..., T_1 of the DDIM schedule; "t-1" is the next one
@@ -155,6 +166,25 @@ class PairedDDIMInferer(Inferer):
             x_t, y_t = x_prev, y_prev
         mask = condition if self.label_source == "condition" else x0_hat
         return mask, y0_hat  # the generated (mask, slice) pair of the last step
+
+    def _sample_image_first(self, x_T, y_T, image_model, mask_model) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guidance-direction ablation: the first network (``guider.pt``) denoises the image from [y_t, x_t],
+        the second (``generator.pt``) the mask from [x_t, ŷ0], conditioned on the continuous image estimate.
+
+        The pair's mask is the mask model's last x̂0, binarised as the paper binarises its condition
+        (``label_source="condition"`` with ``binarize_x0``) or thresholded at 0 (``"x0_hat"``).
+        """
+        x_t, y_t = x_T, y_T  # the same initial noise per stream as mask_first
+        x0_hat = y0_hat = None
+        for t in self.scheduler.timesteps:
+            t_batch = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+            eps_y = self._net(image_model, torch.cat([y_t, x_t], dim=1), t_batch)
+            y_prev, y0_hat = self.scheduler.step(eps_y, int(t), y_t)
+            eps_x = self._net(mask_model, torch.cat([x_t, y0_hat], dim=1), t_batch)
+            x_prev, x0_hat = self.scheduler.step(eps_x, int(t), x_t)
+            x_t, y_t = x_prev, y_prev
+        mask = self.condition(x0_hat) if self.label_source == "condition" else x0_hat
+        return mask, y0_hat
 
     def __call__(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Same as :meth:`sample` (PIG has no training pass through its inferer)."""

@@ -28,6 +28,9 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         label_key: key of x0, the mask (B, 1, H, W) in {-1, +1}.
         seed: if given, noise and timesteps come from a private ``torch.Generator`` re-seeded each time the engine it
             is attached to starts (validation: the same noise every epoch, so losses are comparable).
+        guidance_order: ``"mask_first"`` (the paper: inputs [x0, y0], the guider learns the mask) or
+            ``"image_first"`` (the ablation: inputs [y0, x0], the first network learns the image and the second
+            the mask; ``scripts.pig.GUIDANCE_ORDERS``).
         split_across_ranks: under ``torchrun`` with MONAI's ``DistributedSampler`` (rank r holds the samples
             r, r + W, r + 2W, … of each shuffled epoch): every rank draws the noise and timesteps of the whole global
             batch (W × its own, from the same-seeded random stream) and keeps rows r, r + W, …, so W ranks train on
@@ -50,8 +53,12 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         label_key: str = "label",
         seed: int | None = None,
         split_across_ranks: bool = False,
+        guidance_order: str = "mask_first",
     ) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        if guidance_order not in ("mask_first", "image_first"):
+            raise ValueError(f"guidance_order must be 'mask_first' or 'image_first', got {guidance_order!r}")
+        self.guidance_order = guidance_order
         self.split_across_ranks = split_across_ranks
         self.antithetic = antithetic
         self.image_key = image_key
@@ -104,7 +111,8 @@ class PairedDiffusionPrepareBatch(DiffusionPrepareBatch):
         y0 = torch.as_tensor(batchdata[self.image_key])
         if x0.shape != y0.shape:
             raise ValueError(f"mask batch {tuple(x0.shape)} and image batch {tuple(y0.shape)} differ in shape")
-        inputs = torch.cat([x0, y0], dim=1).to(device, non_blocking=non_blocking, **kwargs)
+        streams = [x0, y0] if self.guidance_order == "mask_first" else [y0, x0]  # the first network's stream first
+        inputs = torch.cat(streams, dim=1).to(device, non_blocking=non_blocking, **kwargs)
         world, rank = (world_size(), rank_of()) if self.split_across_ranks else (1, 0)
         # the global batch's shape: its noise and timesteps are drawn whole, this rank keeps its interleaved rows
         whole = inputs if world == 1 else inputs.new_empty((inputs.shape[0] * world, *inputs.shape[1:]))

@@ -110,10 +110,11 @@ def generate_pairs(
         images, labels = sample_pairs(inferer, guider, generator, seed, index, image_size, device)
         return images, labels, None
 
-    columns = {"guider": ckpt[0], "generator": ckpt[1], "label_source": inferer.label_source}
+    columns = {"guider": ckpt[0], "generator": ckpt[1], "label_source": inferer.label_source,
+               "guidance_order": inferer.guidance_order}  # fmt: skip
     return write_samples(
         batch, num_samples, batch_size, seed, output_dir, spacing_mm, id_prefix, columns,
-        fields=(*MANIFEST_FIELDS, "label_source"), output_formats=output_formats,
+        fields=(*MANIFEST_FIELDS, "label_source", "guidance_order"), output_formats=output_formats,
     )  # fmt: skip
 
 
