@@ -185,6 +185,8 @@ class Bench:
         self.cfg = self.parts["cfg"]
         self.figures: list[dict] = []
         self.growth: dict[str, list[tuple[int, float]]] = {}
+        #: called after each figure (main: rewrite benchmark.json, so a run stopped by a time limit keeps its figures)
+        self.on_figure: Callable[[], Any] | None = None
 
     # --- timing -----------------------------------------------------------------------------------------------
 
@@ -244,6 +246,8 @@ class Bench:
         }
         row.update(meta)
         self.figures.append(row)
+        if self.on_figure is not None:
+            self.on_figure()
         logger.info("%s %s = %.4g %s", section, name, value, unit)
         return row
 
@@ -737,36 +741,44 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if unknown:
         raise ValueError(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
     start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+
+    def save(png: Path | None = None, complete: bool = False) -> dict:
+        doc = {
+            "meta": {
+                "command": f"python -m scripts.perf.benchmark {argv_text}",
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "device": bench.device_name(),
+                "preset": args.preset,
+                "image_size": bench.size,
+                "batch": bench.batch,
+                "steps": bench.steps,
+                "repeats": args.repeats,
+                "warmup": args.warmup,
+                "torch": torch.__version__,
+                "monai": monai.__version__,
+                "python": platform.python_version(),
+                "threads": torch.get_num_threads(),
+                "tag": args.tag,
+                "wall_s": time.perf_counter() - start,
+                "png": None if png is None else str(png),
+                "complete": complete,
+            },
+            "figures": bench.figures,
+        }
+        (out / "benchmark.json").write_text(json.dumps(doc, indent=1))
+        return doc
+
+    bench.on_figure = save
     for section in SECTIONS:
         if section in sections:
             began = time.perf_counter()
             getattr(bench, f"section_{section}")()
             logger.info("section %s took %.1f s", section, time.perf_counter() - began)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     png = bench.plot(out / "growth.png")
-    doc = {
-        "meta": {
-            "command": "python -m scripts.perf.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "device": bench.device_name(),
-            "preset": args.preset,
-            "image_size": bench.size,
-            "batch": bench.batch,
-            "steps": bench.steps,
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "torch": torch.__version__,
-            "monai": monai.__version__,
-            "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
-            "tag": args.tag,
-            "wall_s": time.perf_counter() - start,
-            "png": None if png is None else str(png),
-        },
-        "figures": bench.figures,
-    }
-    (out / "benchmark.json").write_text(json.dumps(doc, indent=1))
+    doc = save(png, complete=True)
     table = markdown(bench.figures)
     (out / "benchmark.md").write_text(table + "\n")
     print(table)
