@@ -9,6 +9,8 @@
 #   bash bundle/scripts/perf/gpu_check.sh [--out DIR] [--tiny] [--fetch-wheels] [--help]
 #     --out DIR       results folder (default: $OUT when set, else bundle/runs/perf/gpu_check)
 #     --tiny          dry run on the CPU in seconds (smoke U-Net, 16 px, 2 steps, 1 repeat); also GPU_CHECK_TINY=1
+#     --duke DIR      the Duke slices for the 256-px PIG run (default <repo>/.gpudata/duke_dbt_slices, then
+#                     ../shared/data/duke_dbt_slices); without them that phase is skipped
 #     --fetch-wheels  download the wheels the GPU machine lacks into <repo>/.whl (run on a machine with pip access)
 #   PYTHON=...        the interpreter (default python3)
 #
@@ -17,6 +19,7 @@
 #   results.json  every phase's benchmark JSON (each figure with device, dtype, size, batch, steps, versions)
 #   growth.png    time against batch, image size and steps
 #   log.txt       the phases' output
+#   duke_256_summary.md, duke_256_metrics.json   PIG trained at 256 px on the Duke slices, sampled and evaluated
 #
 # FLOP floor: one forward pass of the paper U-Net at 512 px costs 124 GFLOP (multiply-adds counted as 2), so
 # achieved TFLOP/s = 124e9 x network evaluations per second (sampling: 2 per step and pair; training: forward +
@@ -45,6 +48,7 @@ PY="${PYTHON:-python3}"
 TINY="${GPU_CHECK_TINY:-0}"
 DEST="${OUT:-$BUNDLE/runs/perf/gpu_check}"
 FETCH=0
+DUKE=""
 WHEELS=("monai==1.6.1" "pytorch-ignite==0.5.5" "nibabel==5.4.2")
 
 while [ $# -gt 0 ]; do
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
         --out) DEST="$2"; shift 2 ;;
         --tiny) TINY=1; shift ;;
         --fetch-wheels) FETCH=1; shift ;;
+        --duke) DUKE="$2"; shift 2 ;;
         -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -96,13 +101,64 @@ phase() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# PLACE FOR: PIG training at 256 px on the Duke slices (to be added by its owner). It runs after the benchmark
-# phases with whatever time is left; write its figures (samples/s, loss, wall time) into "$WORK/duke_256/" as a
-# benchmark-style JSON ({"meta": {...}, "figures": [...]}) and summarize() picks them up.
+# PIG at 256 px on the Duke slices: one training (both stages, demo U-Net, slice mode, thousands of iterations per
+# network, bf16), a segmenter on the same slices (the in-domain extractor and pair consistency), 64 pairs sampled and
+# evaluated against the same real training set. Data: --duke DIR, else <repo>/.gpudata/duke_dbt_slices (copy
+# ../shared/data/duke_dbt_slices there and carry .gpudata: ../shared does not travel). Preparing the 58 JPEGs takes
+# minutes on one core: prepare them beforehand with the same ids (--cache_dir <repo>/.gpudata/duke_cache, see
+# DUKE_PREP below) and carry that too; the phase copies it. --tiny without --duke runs the same steps on the
+# embedded phantom at toy sizes (the CI test).
+DUKE_PREP=(--crop_mode slice --min_patch_size 16 --patches_per_lesion 4)
 duke_256_training() {
-    echo "=== phase duke_256: not implemented yet (placeholder)" | tee -a "$WORK/log.txt"
+    local duke="$DUKE" d="$WORK/duke_256"
+    [ -n "$duke" ] || [ "$TINY" = 1 ] || [ ! -d "$REPO/.gpudata/duke_dbt_slices" ] || duke="$REPO/.gpudata/duke_dbt_slices"
+    if [ "$TINY" != 1 ] && [ -z "$duke" ]; then
+        echo "=== phase duke_256: skipped, no Duke slices (--duke DIR or <repo>/.gpudata/duke_dbt_slices)" \
+            | tee -a "$WORK/log.txt"
+        return 0
+    fi
+    local size=256 epochs=30 length=100 seg_epochs=60 n=64 steps=50 amp=True limit=150
+    if [ "$TINY" = 1 ]; then size=32 epochs=1 length=2 seg_epochs=1 n=4 steps=2 amp=False limit=120; fi
+    mkdir -p "$d"
+    [ -d "$REPO/.gpudata/duke_cache" ] && [ -n "$duke" ] && cp -r "$REPO/.gpudata/duke_cache" "$d/cache"
+    local meta=(--meta_file configs/metadata.json --logging_file configs/logging.conf)
+    local ov=(--cache_dir "$d/cache" --image_size "$size" "${DUKE_PREP[@]}")
+    if [ -n "$duke" ]; then ov+=(--dataset_dir "$duke"); else ov+=(--phantom_cases 3); fi
+    local pig="['configs/data.json','configs/diffusion.json','configs/train.json','configs/demo.json']"
+    local start=$SECONDS rc=0
+    echo "=== phase duke_256 (limit ${limit} s of training): PIG ${size} px on ${duke:-the phantom}," \
+        "${epochs} x ${length} iterations per network" | tee -a "$WORK/log.txt"
+    (
+        cd "$BUNDLE"
+        t0=$SECONDS
+        timeout "$limit" "$PY" -m monai.bundle run training "${meta[@]}" --config_file "$pig" "${ov[@]}" \
+            --ckpt_dir "$d/pig" --max_epochs "$epochs" --epoch_length "$length" --amp "$amp" \
+            --amp_dtype bfloat16 --preview_samples 0 || exit 11
+        echo "duke_256 pig_training_s $((SECONDS - t0))"
+        t0=$SECONDS
+        timeout 90 "$PY" -m monai.bundle run training --meta_file configs/seg_metadata.json \
+            --logging_file configs/logging.conf \
+            --config_file "['configs/data.json','configs/seg.json','configs/seg_train.json']" "${ov[@]}" \
+            --ckpt_dir "$d/seg" --max_epochs "$seg_epochs" --num_workers 0 || exit 12
+        echo "duke_256 seg_training_s $((SECONDS - t0))"
+        t0=$SECONDS
+        timeout 90 "$PY" -m monai.bundle run inference "${meta[@]}" \
+            --config_file "['configs/data.json','configs/diffusion.json','configs/inference.json','configs/demo.json']" \
+            --image_size "$size" --ckpt_dir "$d/pig" --output_dir "$d/pairs" --num_samples "$n" \
+            --num_inference_steps "$steps" --amp "$amp" --amp_dtype bfloat16 || exit 13
+        echo "duke_256 sampling_s $((SECONDS - t0))"
+        timeout 90 "$PY" -m monai.bundle run evaluating "${meta[@]}" \
+            --config_file "['configs/data.json','configs/diffusion.json','configs/evaluate.json','configs/demo.json']" \
+            "${ov[@]}" --generated_dir "$d/pairs" --eval_dir "$d/eval" --fid_extractor seg_unet_encoder \
+            --seg_model_path "$d/seg/seg_model.pt" --kid_subset_size 20 || exit 14
+    ) >>"$WORK/log.txt" 2>&1 || rc=$?
+    echo "=== phase duke_256: exit $rc after $((SECONDS - start)) s" | tee -a "$WORK/log.txt"
+    if [ -f "$d/eval/summary.md" ]; then
+        cp "$d/eval/summary.md" "$WORK/duke_256_summary.md"
+        cp "$d/eval/metrics.json" "$WORK/duke_256_metrics.json"
+    fi
+    rm -rf "$d/cache"
 }
-# ---------------------------------------------------------------------------------------------------------------
 
 summarize() {
     "$PY" - "$WORK" "$DEST" <<'PYEOF'
@@ -137,6 +193,11 @@ for name, doc in docs.items():
 if not docs:
     lines.append("No phase wrote results; see log.txt.")
 dest.mkdir(parents=True, exist_ok=True)
+extras = [e for e in ("duke_256_summary.md", "duke_256_metrics.json") if (work / e).is_file()]
+for extra in extras:
+    shutil.copy(work / extra, dest / extra)
+if extras:
+    lines += ["## duke_256", "", f"PIG at 256 px on the Duke slices: {', '.join(extras)} (timings in log.txt).", ""]
 (dest / "summary.md").write_text("\n".join(lines) + "\n")
 (dest / "results.json").write_text(json.dumps(docs, indent=1))
 for png in sorted(work.glob("*/growth.png"))[:1]:
