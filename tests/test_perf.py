@@ -78,7 +78,9 @@ def test_gpu_check_dry_run_writes_its_summary(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (tmp_path / "log.txt").read_text()
     assert "phase core: exit 0" in log and "phase memory_growth: exit 0" in log, log[-3000:]
-    assert "duke_256" in log  # the placeholder phase ran
+    assert "phase duke_256: exit 0" in log, log[-3000:]  # PIG train, segmenter, sampling, evaluation (phantom)
+    metrics = json.loads((tmp_path / "duke_256_metrics.json").read_text())
+    assert metrics["headline"]["n_generated"] == 4 and metrics["pair_consistency"]["status"] == "ok"
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"core", "memory_growth"}
     names = [f["name"] for f in results["core"]["figures"]]

@@ -173,7 +173,7 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str) -> str:
     """KID (mean ± std) and pair consistency against DDIM steps, with the real-half control band; PNG at ``path``.
 
     Raises:
-        ImportError: matplotlib is missing (``pip install -r requirements-perf.txt``).
+        ImportError: matplotlib is missing (``pip install -r requirements.txt``).
     """
     import matplotlib
 
