@@ -175,7 +175,7 @@ def test_overlays_fail_clearly_without_torchrun():
 
     env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in os.environ}
     try:
-        with pytest.raises(RuntimeError, match="needs torchrun"):
+        with pytest.raises(ValueError, match="needs torchrun"):
             init_process_group()
     finally:
         os.environ.update(env)

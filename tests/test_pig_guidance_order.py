@@ -86,3 +86,15 @@ def test_training_swaps_the_roles():
     assert torch.equal(out["label"], kw["noise"][:, 1:])  # the second network learns the mask's noise
     with pytest.raises(ValueError, match="guidance_order"):
         PairedDDIMInferer(_ddim(), guidance_order="both")
+
+
+def test_sampling_with_the_other_order_than_training_is_refused(tmp_path):
+    from scripts.common.runinfo import check_guidance_order
+
+    check_guidance_order(str(tmp_path), "image_first")  # no training record: nothing to check
+    (tmp_path / "runs").mkdir()
+    record = tmp_path / "runs" / "20261204T000000000000Z_training.json"
+    record.write_text('{"config": {"guidance_order": "image_first"}}', encoding="utf-8")
+    check_guidance_order(str(tmp_path), "image_first")
+    with pytest.raises(ValueError, match="trained with guidance_order 'image_first'.*--guidance_order image_first"):
+        check_guidance_order(str(tmp_path), "mask_first")

@@ -81,13 +81,13 @@ def init_process_group() -> torch.device:
         :func:`local_device`.
 
     Raises:
-        RuntimeError: not started by ``torchrun`` (no ``WORLD_SIZE`` / ``RANK`` in the environment); the message
-            says how to start it.
+        ValueError: not started by ``torchrun`` (no ``WORLD_SIZE`` / ``RANK`` in the environment); the message
+            says how to start it (a ``ValueError``, so the run's last line is this message: a usage error).
     """
     if not torch.distributed.is_initialized():
         missing = [v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if v not in os.environ]
         if missing:
-            raise RuntimeError(
+            raise ValueError(
                 f"a multi_gpu overlay needs torchrun (no {', '.join(missing)} in the environment): start it with "
                 "`torchrun --nproc_per_node <GPUs> -m monai.bundle run ...`, or drop the overlay for one process"
             )

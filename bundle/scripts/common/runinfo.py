@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import glob
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ __all__ = [
     "environment",
     "cli_config",
     "record_run",
+    "check_guidance_order",
     "read_dataset_summary",
     "training_spacing",
     "write_dataset_summary",
@@ -305,6 +307,29 @@ def check_image_size(ckpt_dir: str, image_size: int, files: Sequence[str]) -> No
             f"{existing[0]} was trained at image_size {trained} (see {path}), this run is configured for "
             f"{image_size}: pass --image_size {trained} (and the training's network sizes), or use another "
             f"--ckpt_dir to train at {image_size}"
+        )
+
+
+def check_guidance_order(ckpt_dir: str, guidance_order: str) -> None:
+    """Refuse to sample with another ``guidance_order`` than the networks in ``ckpt_dir`` were trained with.
+
+    The two orders use the two weight files in swapped roles (``scripts.pig.PairedDDIMInferer``), so a mismatch gives
+    wrong pairs without any error. Reads the newest ``<ckpt_dir>/runs/*_training.json`` (:func:`record_run`); without
+    a record (weights from elsewhere) nothing is checked.
+
+    Raises:
+        ValueError: the record says another order; the message names the record and the option to set.
+    """
+    records = sorted(glob.glob(os.path.join(ckpt_dir, "runs", "*_training.json")))
+    if not records:
+        return
+    with open(records[-1], encoding="utf-8") as f:
+        config = json.load(f).get("config") or {}
+    trained = config.get("guidance_order", "mask_first")
+    if trained != guidance_order:
+        raise ValueError(
+            f"{ckpt_dir} was trained with guidance_order {trained!r} (see {records[-1]}), not {guidance_order!r}: "
+            f"sample with --guidance_order {trained}"
         )
 
 

@@ -64,6 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             or ``--overrides`` setting a runner-owned id.
     """
     p = argparse.ArgumentParser(prog="python -m scripts.experiments.steps_sweep",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Sample one trained PIG at several DDIM step counts and evaluate each "
                                 "at the same N; writes a table and a KID-vs-steps PNG. Run from bundle/.")  # fmt: skip
     p.add_argument("--work_dir", required=True, help="all stages and the table go here; rerun to resume")

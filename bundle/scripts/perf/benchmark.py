@@ -101,7 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones (1)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--growth-batches", default="1,2,4,8", help="batches of the growth table (1,2,4,8)")
-    p.add_argument("--growth-sizes", default="64,128,256", help="image sizes of the growth table (64,128,256)")
+    p.add_argument("--growth-sizes", default=None, help="image sizes of the growth table (default: --image-size "
+                   "x 1, 2, 4, e.g. 64,128,256 for the demo preset)")  # fmt: skip
     p.add_argument("--growth-size-batch", type=int, default=1, help="batch of the image-size growth rows (1)")
     p.add_argument("--growth-steps", default="2,5,10", help="step counts of the growth table (2,5,10)")
     p.add_argument("--growth-repeats", type=int, default=1, help="timed runs per growth point, after warm-up (1)")
@@ -635,7 +636,8 @@ class Bench:
             self.figure("growth", f"sampling step, batch {b}", t, "s/step", batch=b, steps=1, repeats=one)
         bs = self.args.growth_size_batch
         multiple = 2 ** (len(self.cfg["channels"]) - 1)
-        for s in _sizes(self.args.growth_sizes):
+        sizes = self.args.growth_sizes or ",".join(str(self.size * k) for k in (1, 2, 4))
+        for s in _sizes(sizes):
             if s % multiple:
                 logger.warning("growth size %d skipped: not a multiple of %d", s, multiple)
                 continue

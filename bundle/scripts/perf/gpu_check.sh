@@ -6,7 +6,9 @@
 # phase has its own time limit, so a slow phase costs its own figures only.
 #
 # Usage (from anywhere):
-#   bash bundle/scripts/perf/gpu_check.sh [--out DIR] [--tiny] [--fetch-wheels] [--help]
+#   bash bundle/scripts/perf/gpu_check.sh [--out DIR] [--tiny] [--duke DIR] [--fetch-wheels] [--help]
+#   On your own GPU machine (the bundle's requirements and a CUDA torch installed):
+#     bash bundle/scripts/perf/gpu_check.sh --out DIR --duke /path/to/duke_dbt_slices
 #     --out DIR       results folder (default: $OUT when set, else bundle/runs/perf/gpu_check)
 #     --tiny          dry run on the CPU in seconds (smoke U-Net, 16 px, 2 steps, 1 repeat); also GPU_CHECK_TINY=1
 #     --duke DIR      the Duke slices for the 256-px PIG run (default <repo>/.gpudata/duke_dbt_slices, then
@@ -14,7 +16,7 @@
 #     --fetch-wheels  download the wheels the GPU machine lacks into <repo>/.whl (run on a machine with pip access)
 #   PYTHON=...        the interpreter (default python3)
 #
-# Results (at most 8 files, one folder, so they come back from a lent machine's $OUT):
+# Results (6 files in one folder; a lent machine's $OUT hands back at most 8):
 #   summary.md    every figure as a Markdown table, per phase, with achieved TFLOP/s against the FLOP floor
 #   results.json  every phase's benchmark JSON (each figure with device, dtype, size, batch, steps, versions)
 #   growth.png    time against batch, image size and steps
