@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -130,11 +131,17 @@ def sweep_rows(metrics: dict[int, dict], seconds: dict[int, float], reference_st
     first = metrics[reference_steps]
 
     def reference(m: dict) -> tuple:
-        ctl = m["distances"]["controls"]
-        return m["sets"]["real"], m["extractor"], ctl["real_half_a_vs_real_half_b"]
+        return m["sets"]["real"], m["extractor"]
+
+    def control_of(m: dict) -> tuple:
+        c = m["distances"]["controls"]["real_half_a_vs_real_half_b"]
+        return c.get("fid"), c.get("kid_mean"), c.get("kid_std")
+
+    def same(a, b) -> bool:  # the real-only control, recomputed by each evaluation: equal up to float rounding
+        return all(x == y or None not in (x, y) and math.isclose(x, y, rel_tol=1e-6) for x, y in zip(a, b, strict=True))
 
     for s, m in metrics.items():
-        if reference(m) != reference(first):
+        if reference(m) != reference(first) or not same(control_of(m), control_of(first)):
             raise ValueError(f"evaluation of {s} steps used another real set or extractor: not comparable")
         if "kid_mean" not in m["distances"]["generated_vs_real"]:
             raise ValueError(f"evaluation of {s} steps has no KID (too few images?): the sweep needs it")
@@ -180,6 +187,7 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     steps = [r for r in rows if isinstance(r["steps"], int)]
     control = next(r for r in rows if r["key"] == "real_half_a_vs_real_half_b")
@@ -191,13 +199,14 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str) -> str:
     ax.axhspan(c_mean - c_std, c_mean + c_std, color="0.85", label="real half A vs B (± std)")
     ax.axhline(c_mean, color="0.5", lw=1)
     ax.set(xscale="log", xlabel="DDIM steps", ylabel="KID", title="KID ↓")
-    ax.set_xticks(x, [str(v) for v in x])
     ax.legend(fontsize=8)
     dice = [(r["steps"], r["pair_dice"]) for r in steps if isinstance(r["pair_dice"], float)]
     if dice:
         bx.plot([d[0] for d in dice], [d[1] for d in dice], marker="o")
     bx.set(xscale="log", xlabel="DDIM steps", ylabel="Dice", title="pair consistency ↑")
-    bx.set_xticks(x, [str(v) for v in x])
+    for axis in (ax, bx):  # the step counts as the only ticks (log-scale minor labels would overlap them)
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        axis.set_xticks(x, [str(v) for v in x])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
