@@ -80,12 +80,12 @@ def test_gpu_check_dry_run_writes_its_summary(tmp_path):
     assert "phase core: exit 0" in log, log[-3000:]
     assert "phase duke_256: exit 0" in log, log[-3000:]  # PIG train, segmenter, sampling, evaluation (phantom)
     metrics = json.loads((tmp_path / "duke_256_metrics.json").read_text())
-    assert metrics["headline"]["n_generated"] == 4 and metrics["pair_consistency"]["status"] == "computed"
+    assert metrics["headline"]["n_generated"] == 4 and metrics["memorisation"]["status"] == "ok"
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"core"}
     names = [f["name"] for f in results["core"]["figures"]]
-    assert "PIG / (2 x MONAI DiffusionInferer.sample)" in names and "sampling: bfloat16 vs float32" in names
+    assert "PIG / (2 x MONAI DiffusionInferer.sample)" in names
     summary = (tmp_path / "summary.md").read_text()
     assert "## core" in summary and "## duke_256" in summary
-    assert (tmp_path / "growth.png").is_file()
+    assert not (tmp_path / "growth.png").exists()  # the dry run has no growth section (the benchmark test plots it)
     assert len(list(tmp_path.iterdir())) <= 8  # what a lent machine's $OUT can hand back

@@ -114,23 +114,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.num_samples_ddpm = args.num_samples if args.num_samples_ddpm is None else args.num_samples_ddpm
     if min(args.num_samples, args.num_samples_ddpm) < 2:
         p.error("--num_samples / --num_samples_ddpm must be >= 2 (FID needs two images at least)")
-    owned = sorted(set(args.overrides) & set(RUNNER_IDS))
-    if owned:
-        p.error(f"--overrides may not set {owned}: the runner sets them (use its options)")
-    if args.fid_extractor is None:
-        args.fid_extractor = "seg_unet_encoder" if args.seg_model_path else "random_resnet18_seed0"
+    st.check_runner_options(p, args, RUNNER_IDS)
     return args
-
-
-def _abs(path: str | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
 
 
 def _run_all(args: argparse.Namespace, work: Path) -> dict:
     """Stages 1–3; returns ``{"stages": {name: marker}, "checkpoints": {...}, "steps": {...}, "metrics": {...}}``."""
     overlay = [args.overlay] if args.overlay else []
     meta = meta_file("train")
-    common = {**args.overrides, "dataset_dir": _abs(args.dataset_dir), "cache_dir": _abs(args.cache_dir),
+    common = {**args.overrides, "dataset_dir": st.absolute(args.dataset_dir), "cache_dir": st.absolute(args.cache_dir),
               "seed": args.seed}  # fmt: skip
     files = {name: config_files(name, overlay)
              for name in ("train", "inference", "baseline_train", "baseline_inference", "evaluate")}  # fmt: skip
@@ -168,8 +160,8 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
     for g in args.generators:
         ov = {**common, **args.eval_overrides, "generated_dir": str(work / "samples" / g),
               "eval_dir": str(work / "eval" / g), "fid_extractor": args.fid_extractor,
-              "fid_weights_path": _abs(args.fid_weights_path), "extractor_image_size": args.extractor_image_size,
-              "seg_model_path": _abs(args.seg_model_path)}  # fmt: skip
+              "fid_weights_path": st.absolute(args.fid_weights_path), "extractor_image_size": args.extractor_image_size,
+              "seg_model_path": st.absolute(args.seg_model_path)}  # fmt: skip
         stage(f"eval/{g}", "evaluating", "evaluate", ov)
         metrics[g] = json.loads((work / "eval" / g / "metrics.json").read_text(encoding="utf-8"))
     return {"stages": stages, "checkpoints": ckpts, "steps": steps, "num_train_timesteps": T, "ddim_steps": ddim,

@@ -27,6 +27,8 @@ __all__ = [
     "MARKER",
     "OVERLAY",
     "json_dict",
+    "absolute",
+    "check_runner_options",
     "add_launcher_option",
     "resolve_config",
     "write_json",
@@ -61,6 +63,26 @@ def add_launcher_option(parser: argparse.ArgumentParser) -> None:
         help="subprocess: a new interpreter per stage; forkserver: a fork of a server that imported torch, MONAI and "
         "the bundle once (saves the start-up, several seconds per stage; not on Windows)",
     )  # fmt: skip
+
+
+def absolute(path: str | None) -> str | None:
+    """``path`` resolved to an absolute path (stages run from ``bundle/``), ``None`` kept."""
+    return str(Path(path).resolve()) if path else None
+
+
+def check_runner_options(parser: argparse.ArgumentParser, args: argparse.Namespace, runner_ids: Sequence[str]) -> None:
+    """The runners' shared option checks: ``--overrides`` may not set an id the runner sets (``parser.error``), and
+    ``--fid_extractor`` defaults to ``seg_unet_encoder`` with ``--seg_model_path``, else the sanity-only
+    ``random_resnet18_seed0``.
+
+    Raises:
+        SystemExit: ``--overrides`` sets one of ``runner_ids``.
+    """
+    owned = sorted(set(args.overrides) & set(runner_ids))
+    if owned:
+        parser.error(f"--overrides may not set {owned}: the runner sets them (use its options)")
+    if args.fid_extractor is None:
+        args.fid_extractor = "seg_unet_encoder" if args.seg_model_path else "random_resnet18_seed0"
 
 
 def resolve_config(

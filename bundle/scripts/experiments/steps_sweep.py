@@ -97,16 +97,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--reference_steps {args.reference_steps} is not one of --steps {args.steps}")
     if args.num_samples < 2:
         p.error("--num_samples must be >= 2 (FID needs two images at least)")
-    owned = sorted(set(args.overrides) & set(RUNNER_IDS))
-    if owned:
-        p.error(f"--overrides may not set {owned}: the runner sets them (use its options)")
-    if args.fid_extractor is None:
-        args.fid_extractor = "seg_unet_encoder" if args.seg_model_path else "random_resnet18_seed0"
+    st.check_runner_options(p, args, RUNNER_IDS)
     return args
-
-
-def _abs(path: str | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
 
 
 def _kid(entry: dict) -> tuple[float, float] | None:
@@ -219,8 +211,8 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str) -> str:
 def _run_all(args: argparse.Namespace, work: Path) -> dict:
     overlay = [args.overlay] if args.overlay else []
     meta = meta_file("inference")
-    common = {**args.overrides, "dataset_dir": _abs(args.dataset_dir), "cache_dir": _abs(args.cache_dir),
-              "seed": args.seed, "ckpt_dir": _abs(args.ckpt_dir)}  # fmt: skip
+    common = {**args.overrides, "dataset_dir": st.absolute(args.dataset_dir), "cache_dir": st.absolute(args.cache_dir),
+              "seed": args.seed, "ckpt_dir": st.absolute(args.ckpt_dir)}  # fmt: skip
     files = {name: config_files(name, overlay) for name in ("inference", "evaluate")}
     stages, metrics = {}, {}
 
@@ -235,7 +227,8 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
     for s in args.steps:
         ov = {**common, **args.eval_overrides, "generated_dir": str(work / "samples" / f"steps_{s}"),
               "eval_dir": str(work / "eval" / f"steps_{s}"), "fid_extractor": args.fid_extractor,
-              "fid_weights_path": _abs(args.fid_weights_path), "seg_model_path": _abs(args.seg_model_path)}  # fmt: skip
+              "fid_weights_path": st.absolute(args.fid_weights_path),
+              "seg_model_path": st.absolute(args.seg_model_path)}  # fmt: skip
         stage(f"eval/steps_{s}", "evaluating", "evaluate", ov)
         metrics[s] = json.loads((work / "eval" / f"steps_{s}" / "metrics.json").read_text(encoding="utf-8"))
     return {"stages": stages, "metrics": metrics, "config_files": files, "common_overlay": common}
