@@ -31,7 +31,6 @@ __all__ = [
     "autocast",
     "check_amp",
     "grad_mode",
-    "memory_format",
     "place",
 ]
 
@@ -95,11 +94,6 @@ def autocast(device: str | torch.device, amp_dtype: str | torch.dtype | None) ->
 def grad_mode(inference_mode: bool) -> AbstractContextManager:
     """``torch.inference_mode()`` (no autograd bookkeeping at all) when set, else ``torch.no_grad()``."""
     return torch.inference_mode() if inference_mode else torch.no_grad()
-
-
-def memory_format(channels_last: bool) -> torch.memory_format:
-    """``torch.channels_last`` when set, else ``torch.contiguous_format``."""
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def place(module: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:

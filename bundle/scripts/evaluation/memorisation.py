@@ -135,6 +135,7 @@ def memorisation_audit(
     percentile: float = 5.0,
     alpha: float = 0.01,
     ssim_candidates: int | None = 64,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[dict, dict]:
     """The ``memorisation`` section of ``metrics.json``.
 
@@ -145,13 +146,15 @@ def memorisation_audit(
         percentile: the held-out tail that defines "closer than unseen data" (5 %).
         alpha: significance level of the one-sided binomial test against ``percentile`` %.
         ssim_candidates: see :func:`nearest_training_lesion`.
+        features: the extractor's ``(train, generated)`` features when already computed (the FID/KID section's).
 
     Returns:
         ``(section, per_pair)``: the JSON-ready section (per measure: threshold, flagged count and share among the
         generated and, as a check, among the held-out pairs, binomial p-value, histograms; ``verdict``) and the
         per-pair arrays (``generated`` / ``held_out`` → measure → (N,) array, ``nearest_patch``) for the grid.
     """
-    f_train, f_held, f_gen = extractor(train.images), extractor(held_out.images), extractor(generated.images)
+    f_train, f_gen = features if features is not None else (extractor(train.images), extractor(generated.images))
+    f_held = extractor(held_out.images)
     gen = nearest_training_lesion(generated, f_gen, train, f_train, train_lesions, ssim_candidates)
     held = nearest_training_lesion(held_out, f_held, train, f_train, train_lesions, ssim_candidates)
     section: dict = {

@@ -112,13 +112,15 @@ def run_evaluation(
     if extractor.sanity_only:
         logger.warning("extractor %s has random weights: its FID/KID only check the pipeline", extractor.name)
 
-    distances = distance_section(extractor, real, generated, s.kid_subset_size, s.kid_num_subsets, s.blur_sigma, s.seed)
+    features = extractor(real.images), extractor(generated.images)  # once, for FID/KID and the memorisation audit
+    distances = distance_section(extractor, real, generated, s.kid_subset_size, s.kid_num_subsets, s.blur_sigma, s.seed,
+                                 features)  # fmt: skip
     consistency = pair_consistency(seg_network, seg_model_path, generated, real, s.batch_size, device)
     memo_files = [os.path.join(output_dir, n) for n in MEMORISATION_FILES]
     if s.real_split == "train" and datalist.get("validation"):
         held_out = load_real_set(datalist, "validation", s.max_images)
         lesions = lesion_keys(datalist["train"][: len(real)])
-        memorisation, per_pair = memorisation_audit(extractor, real, lesions, held_out, generated)
+        memorisation, per_pair = memorisation_audit(extractor, real, lesions, held_out, generated, features=features)
     else:
         memorisation = skipped("needs real_split 'train' and held-out (validation) patients to compare with")
     if consistency["status"] == "skipped":

@@ -108,8 +108,12 @@ def distance_section(
     kid_num_subsets: int = 100,
     blur_sigma: float = 1.0,
     seed: int = 0,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     """Section "FID and KID": generated vs real, and the controls that give the numbers a scale.
+
+    ``features``: the extractor's ``(real, generated)`` features when the caller has them already (the evaluation
+    computes them once for this section and the memorisation audit); else they are computed here.
 
     Controls: real half A vs half B (:func:`~.sets.split_halves`: the floor a perfect generator reaches at that N),
     real vs Gaussian-blurred real (MONAI ``GaussianSmooth``, ``blur_sigma`` px: a known degradation), and a seeded
@@ -120,7 +124,8 @@ def distance_section(
         each comparison as :func:`feature_distances` returns it.
     """
     blurred = GaussianSmooth(sigma=float(blur_sigma))(real.images[:, 0]).unsqueeze(1).clamp(0, 1)
-    f_real, f_gen, f_blur = extractor(real.images), extractor(generated.images), extractor(torch.as_tensor(blurred))
+    f_real, f_gen = features if features is not None else (extractor(real.images), extractor(generated.images))
+    f_blur = extractor(torch.as_tensor(blurred))
     half_a, half_b, split_kind = split_halves(real.patients, seed)
     gen_sub = np.sort(np.random.default_rng(seed).permutation(len(generated))[: len(half_b)]).tolist()
     kid_args = (kid_subset_size, kid_num_subsets, seed)
