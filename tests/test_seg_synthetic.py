@@ -146,6 +146,22 @@ def test_synthetic_pairs_enter_the_training_set_only(tmp_path, request_):
     assert not {it["patient_id"] for it in train} & patients["test"]
 
 
+def test_synthetic_only_trains_on_the_pairs_alone_and_keeps_real_model_selection(tmp_path):
+    """``use_real_train`` false: the training set is the requested pairs only; validation stays the real inner fold."""
+    folder = make_pig_folder(tmp_path / "pig", n=6)
+    parser = config_parser("seg_train", "seg_smoke.json")
+    parser["datalist"] = fake_datalist()
+    parser.update({"synthetic_dir": str(folder), "synthetic_ratio": 1.0, "use_real_train": False})
+    split = parser.get_parsed_content("split")
+    train = parser.get_parsed_content("train#dataset#data")
+    assert len(train) == len(split["train"]) > 0 and all(it.get(SYNTHETIC_KEY) == 1 for it in train)
+    assert parser.get_parsed_content("validate#dataset#data") == split["validation"]
+    with pytest.raises(ValueError, match="no synthetic_dir"):
+        synthetic_items(None, use_real=False)
+    with pytest.raises(ValueError, match="0 synthetic pairs were selected"):
+        synthetic_items(str(folder), num_synthetic=0, use_real=False)
+
+
 def _gate_folder(tmp_path):
     """Six pairs: good, empty, three components, too large, good, too small (real areas span 16–100 px)."""
     folder = make_pig_folder(tmp_path / "pig", n=6, size=32)

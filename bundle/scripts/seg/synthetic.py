@@ -106,6 +106,7 @@ def synthetic_items(
     image_size: int | None = None,
     max_components: int | None = None,
     real_items: list[dict] | None = None,
+    use_real: bool = True,
 ) -> SyntheticItems:
     """The generated pairs to add to the training set.
 
@@ -121,6 +122,8 @@ def synthetic_items(
         image_size: when given, every synthetic slice must be ``(image_size, image_size)`` (checked from headers).
         max_components: turns the quality gate on (``None``: off, every listed pair may be used).
         real_items: the real training items, for the gate's area range.
+        use_real: whether the real training items are trained on too (``use_real_train``); ``False`` (synthetic
+            only) needs at least one pair.
 
     Returns:
         Items ``{"image", "label" (absolute paths), "synthetic": 1, "case_id": id, "patient_id": "synthetic"}``.
@@ -129,7 +132,7 @@ def synthetic_items(
         ValueError: both counts given, a count without ``synthetic_dir``, a negative count, more pairs requested than
             the manifest lists (or than the quality gate kept), a slice of the wrong size, a bad gate setting, a
             manifest path outside ``synthetic_dir``, or a folder of image-only samples (empty ``label``: nothing to
-            segment).
+            segment), or no pair at all with ``use_real`` off (nothing to train on).
         FileNotFoundError: no folder, no ``manifest.csv`` or a listed file missing
             (``scripts.common.writer.read_manifest``).
     """
@@ -138,6 +141,8 @@ def synthetic_items(
     if not synthetic_dir:
         if num_synthetic or synthetic_ratio:
             raise ValueError("num_synthetic/synthetic_ratio need synthetic_dir (a PIG inference output folder)")
+        if not use_real:
+            raise ValueError("use_real_train is false but no synthetic_dir is given: nothing to train on")
         return SyntheticItems()
     rows = read_manifest(synthetic_dir, hint=SYNTHETIC_HINT)
     if any(not row["label"] for row in rows):
@@ -182,6 +187,9 @@ def synthetic_items(
         items.append(
             {"image": row["image"], "label": row["label"], SYNTHETIC_KEY: 1, "case_id": cid, "patient_id": "synthetic"}
         )
+    if not use_real and not items:
+        raise ValueError(f"{synthetic_dir}: use_real_train is false and 0 synthetic pairs were selected: nothing to "
+                         "train on")
     logger.info("%d synthetic pair(s) from %s (%d listed)", len(items), synthetic_dir, listed)
     return items
 
