@@ -27,12 +27,25 @@ def test_summarise_and_format_mean_std_over_folds():
     assert rows[0]["dice_mean"] == pytest.approx(60.0) and rows[0]["dice_std"] == pytest.approx(math.sqrt(200.0))
     assert rows[1]["recall_mean"] == pytest.approx(50.0) and rows[1]["recall_std"] == pytest.approx(math.sqrt(1250.0))
     table = format_table(rows).splitlines()
-    assert table[0] == "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) |"
-    assert table[2] == "| real only | 2 | 60.00 ± 14.14 | 50.00 ± 14.14 | 70.00 ± 14.14 | 80.00 ± 14.14 |"
-    assert table[3] == "| + PIG ×0.5 | 2 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 |"
+    assert table[0] == (
+        "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) | Δ Dice vs real only [95 % interval] |"
+    )
+    assert table[2] == "| real only | 2 | 60.00 ± 14.14 | 50.00 ± 14.14 | 70.00 ± 14.14 | 80.00 ± 14.14 | – |"
+    assert table[3] == "| + PIG ×0.5 | 2 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 | 50.00 ± 35.36 | – |"
+    rows[1].update(dice_delta=-10.0, dice_delta_low=-12.5, dice_delta_high=1.25)
+    assert format_table(rows).splitlines()[3].endswith("| -10.00 [-12.50, +1.25] |")
     # One fold: the standard deviation is undefined and shown as a dash.
     one = format_table(summarise_folds({3: per_fold[0]}, settings[:1]))
-    assert "| real only | 1 | 50.00 ± – | 40.00 ± – | 60.00 ± – | 70.00 ± – |" in one
+    assert "| real only | 1 | 50.00 ± – | 40.00 ± – | 60.00 ± – | 70.00 ± – | – |" in one
+
+
+def test_setting_keys_and_labels_of_the_synthetic_only_and_gated_rows():
+    assert (Setting(None).key, Setting(None).label) == ("real", "real only")
+    assert (Setting("PIG", 1.0).key, Setting("PIG", 1.0).label) == ("pig_r1", "+ PIG ×1")
+    only = Setting("PIG", 1.0, real=False)
+    assert (only.key, only.label) == ("pig_only_r1", "PIG only ×1")
+    gated = Setting("PIG", 0.3, gate=3)
+    assert (gated.key, gated.label) == ("pig_r0.3_gate3", "+ PIG ×0.3, gate k=3")
 
 
 def test_pig_fold_datalist_keeps_only_training_patients():
@@ -54,7 +67,8 @@ def _run_grid(work: Path, cache: Path) -> subprocess.CompletedProcess:
     args = [
         "--work_dir", work, "--cache_dir", cache, "--pig_overlay", "configs/smoke.json", "--seg_overlay",
         "configs/seg_smoke.json", "--folds", "0,1", "--num_folds", "3", "--ratios", "0.5,1.0", "--pig_overrides",
-        '{"preview_samples": 1, "batch_size": 16}', "--launcher", LAUNCHER,
+        '{"preview_samples": 1, "batch_size": 16}', "--synthetic_only", "1", "--gate_ratios", "0.5",
+        "--gate_max_components", "1000", "--bootstrap", "200", "--launcher", LAUNCHER,
     ]  # fmt: skip
     return run_python_module("scripts.experiments.seg_grid", args)
 
@@ -65,7 +79,8 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     _run_grid(work, tmp_path / "cache")
     with open(work / "table.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5", "+ PIG ×1"]
+    assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5", "+ PIG ×1", "PIG only ×1",
+                                            "+ PIG ×0.5, gate k=1000"]  # fmt: skip
     for r in rows:
         assert r["folds"] == "2"
         assert all(math.isfinite(float(r[f"{m}_{s}"])) for m in ("dice", "iou", "precision", "recall")
@@ -91,12 +106,29 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
         # ratio 1.0 needs one pair per real training item; ratio 0.5 takes the first half of the same manifest.
         with open(work / f"fold{fold}" / "samples" / "manifest.csv", newline="", encoding="utf-8") as f:
             assert len(list(csv.DictReader(f))) == detail["num_real_train"] == seg_folds["num_train_items"]
+        # What each training loaded (DataCountLogger's seg_data.json, not the runner's bookkeeping).
+        n = detail["num_real_train"]
+        loaded = {k: json.loads((work / f"fold{fold}" / f"seg_{k}" / "seg_data.json").read_text())["train"]
+                  for k in ("real", "pig_r0.5", "pig_only_r1", "pig_r0.5_gate1000")}  # fmt: skip
+        assert (loaded["real"]["real"], loaded["real"]["synthetic"]) == (n, 0)
+        assert (loaded["pig_r0.5"]["real"], loaded["pig_r0.5"]["synthetic"]) == (n, round(0.5 * n))
+        assert (loaded["pig_only_r1"]["real"], loaded["pig_only_r1"]["synthetic"]) == (0, n)
+        assert (loaded["pig_r0.5_gate1000"]["real"], loaded["pig_r0.5_gate1000"]["synthetic"]) == (n, round(0.5 * n))
+        gate = detail["seg_data"]["pig_r0.5_gate1000"]["quality_gate"]
+        assert gate["listed"] == n and gate["max_components"] == 1000 and gate["kept"] >= round(0.5 * n)
+        assert detail["seg_data"]["pig_r0.5"]["quality_gate"] is None
+        assert set(detail["per_image"]["real"]["patients"]) == held_out  # per-image Dice kept per held-out patient
+    for r in rows[1:]:  # paired differences with their interval around them
+        assert float(r["dice_delta_low"]) <= float(r["dice_delta"]) <= float(r["dice_delta_high"])
+    assert "fold 0: 0 real +" in md and "gate kept" in md and "Δ Dice vs real only" in md
+    assert (work / "dice_vs_ratio.png").stat().st_size > 1000
     # A second invocation resumes: every stage is skipped, no marker changes, and the first table is kept.
     markers = {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)}
-    assert len(markers) == 2 * (2 + 3 * 2)  # per fold: pig, samples, 3 x (seg training, evaluation)
+    assert len(markers) == 2 * (2 + 5 * 2)  # per fold: pig, samples, 5 x (seg training, evaluation)
     first_table = (work / "table.md").read_bytes()
     proc = _run_grid(work, tmp_path / "cache")
     assert "running" not in proc.stderr and proc.stderr.count("skipping") == len(markers)
     assert {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)} == markers
     assert (work / "table.md").read_bytes() == first_table
     assert len(list(work.glob("table_*.md"))) == 1 and len(list(work.glob("config_*.json"))) == 1
+    assert len(list(work.glob("dice_vs_ratio_*.png"))) == 1

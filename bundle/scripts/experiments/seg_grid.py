@@ -4,6 +4,10 @@ Run from ``bundle/``::
 
     python -m scripts.experiments.seg_grid --work_dir runs/grid --folds 0,1,2 --num_folds 3 --ratios 0.3,0.6
 
+Optional rows: ``--synthetic_only 1`` (``PIG only ×1``: trained on ``round(1 × n_real_train)`` PIG pairs alone,
+``use_real_train`` false, tested on the real held-out patients) and ``--gate_ratios 0.3`` (``+ PIG ×0.3, gate k=3``:
+the same number of pairs, taken from those the quality gate ``synthetic_max_components`` keeps).
+
 Every stage is a ``python -m monai.bundle run`` subprocess of the bundle's own configs; the runner only writes a
 JSON overlay per stage (``<stage_dir>/grid_overlay.json``, the last ``config_file``) with the ids it sets. Stages, per
 fold ``k`` (``F = <work_dir>/fold{k}``):
@@ -25,10 +29,12 @@ overlay hash differs from the current one is an error (the work dir was made wit
 PIG training is resumed in place (``train.json`` resumes from its checkpoints); other unfinished stage folders are
 renamed ``<dir>.incomplete-<timestamp>`` and redone. Logs: ``F/logs/<stage>.log``.
 
-Finally (5) ``<work_dir>/table.md``, ``table.csv`` and ``config.json`` (command line, overlays, overrides, package
-versions, per fold the patients PIG saw and the SHA-256 of its weights, per-fold metrics). Tables are never
-overwritten: when ``table.md`` exists, the three files are written as ``table_<timestamp>.md``,
-``table_<timestamp>.csv`` and ``config_<timestamp>.json``.
+Finally (5) ``<work_dir>/table.md``, ``table.csv``, ``config.json`` (command line, overlays, overrides, package
+versions, per fold the patients PIG saw and the SHA-256 of its weights, per-fold metrics, what each setting trained
+on and the gate's drops) and ``dice_vs_ratio.png`` (mean and per-fold Dice against the synthetic ratio). Each row's
+Dice difference to real only is paired per held-out image, with a 95 % interval from resampling the held-out
+patients within each fold (``scripts.experiments.grid_stats``; three folds alone are too few for a bootstrap). Tables
+are never overwritten: when ``table.md`` exists, the files are written as ``table_<timestamp>.md`` and so on.
 
 The segmentation data are prepared with the PIG config's data ids (:data:`DATA_IDS`: size, crop, selection,
 phantom), so real slices and generated pairs share size and crop and both configs see the same patients; an explicit
@@ -46,7 +52,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +61,7 @@ from scripts.common.checkpoint import file_sha256
 from scripts.common.configs import config_files, data_ids, meta_file
 from scripts.common.runinfo import environment
 from scripts.data.prepare import prepare_dataset
+from scripts.experiments.grid_stats import paired_patient_interval, per_image_by_patient, plot_dice_vs_ratio
 from scripts.experiments.stages import (
     BUNDLE_ROOT,
     MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
@@ -98,20 +105,32 @@ class Setting:
         generator: ``None``, ``"PIG"`` or an ``--extra_generator`` name.
         ratio: synthetic pairs per real training item (0 for real only).
         pattern: for extra generators, the folder pattern (``{fold}`` replaced by the fold index).
+        real: train on the real items too; ``False`` is the synthetic-only row (``use_real_train`` false: the
+            ``round(ratio × n_real)`` pairs alone; the real inner validation patients still select the checkpoint).
+        gate: the quality gate's ``synthetic_max_components`` k (``None``: no gate); the gated row takes the same
+            number of pairs as the ungated one, from the pairs that pass.
     """
 
-    def __init__(self, generator: str | None, ratio: float = 0.0, pattern: str | None = None) -> None:
-        self.generator, self.ratio, self.pattern = generator, float(ratio), pattern
+    def __init__(self, generator: str | None, ratio: float = 0.0, pattern: str | None = None, real: bool = True,
+                 gate: int | None = None) -> None:  # fmt: skip
+        self.generator, self.ratio, self.pattern, self.real, self.gate = generator, float(ratio), pattern, real, gate
 
     @property
     def key(self) -> str:
-        """Folder-safe id: ``real`` or ``<generator>_r<ratio>`` (e.g. ``pig_r0.5``)."""
-        return "real" if self.generator is None else f"{self.generator.lower()}_r{self.ratio:g}"
+        """Folder-safe id: ``real``, ``<generator>_r<ratio>`` (``pig_r0.5``), ``pig_only_r1`` or ``pig_r0.3_gate3``."""
+        if self.generator is None:
+            return "real"
+        only = "" if self.real else "_only"
+        gate = "" if self.gate is None else f"_gate{self.gate}"
+        return f"{self.generator.lower()}{only}_r{self.ratio:g}{gate}"
 
     @property
     def label(self) -> str:
-        """Row label of the table: ``real only`` or ``+ PIG ×0.5``."""
-        return "real only" if self.generator is None else f"+ {self.generator} ×{self.ratio:g}"
+        """Row label: ``real only``, ``+ PIG ×0.5``, ``PIG only ×1`` or ``+ PIG ×0.3, gate k=3``."""
+        if self.generator is None:
+            return "real only"
+        text = f"+ {self.generator} ×{self.ratio:g}" if self.real else f"{self.generator} only ×{self.ratio:g}"
+        return text if self.gate is None else f"{text}, gate k={self.gate}"
 
 
 # ---------------------------------------------------------------- command line
@@ -159,6 +178,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME=FOLDER_PATTERN",
         help="another generator's output folder (manifest.csv layout); may contain {fold}; repeatable",
     )
+    p.add_argument("--synthetic_only", type=_floats, default=[], metavar="RATIOS",
+                   help="also train on PIG pairs alone (no real items), round(r x n_real) pairs, e.g. 1")
+    p.add_argument("--gate_ratios", type=_floats, default=[], metavar="RATIOS",
+                   help="also '+ PIG xr' with the quality gate on (same pair count, from the pairs that pass)")
+    p.add_argument("--gate_max_components", type=int, default=3, metavar="K",
+                   help="the gate's synthetic_max_components for --gate_ratios (default 3)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="B",
+                   help="resamples of held-out patients per fold for the paired intervals (default 2000)")
     p.add_argument("--folds", type=_ints, default=None, help="folds to run, e.g. 0,1,2 (default all)")
     p.add_argument("--num_folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="seed of PIG, segmentation, data preparation and folds")
@@ -167,8 +194,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.folds = list(range(args.num_folds)) if args.folds is None else args.folds
     if args.num_folds < 2 or not args.folds or any(not 0 <= f < args.num_folds for f in args.folds):
         p.error(f"--folds {args.folds} must be non-empty indices in [0, {args.num_folds}) with --num_folds >= 2")
-    if any(r < 0 for r in args.ratios):
-        p.error(f"--ratios must be >= 0, got {args.ratios}")
+    for name in ("ratios", "synthetic_only", "gate_ratios"):
+        if any(r < 0 for r in getattr(args, name)):
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.gate_max_components < 1 or args.bootstrap < 1:
+        p.error("--gate_max_components and --bootstrap must be >= 1")
     return args
 
 
@@ -224,8 +254,25 @@ def _pig_record(pig_dir: Path, held_out: set[str]) -> dict:
             "sha256": sha}  # fmt: skip
 
 
+def _seg_data_record(seg_dir: Path) -> dict:
+    """What a segmentation training trained on: ``{"train": {"real", "synthetic", "total"}, "quality_gate": report}``.
+
+    ``train`` is ``seg_data.json`` (the counts of the loader's dataset, ``DataCountLogger``); ``quality_gate`` is the
+    gate report of the newest run record (``runs/*_seg_training.json``, ``None`` when the gate was off).
+    """
+    counts_path = seg_dir / "seg_data.json"
+    if not counts_path.is_file():
+        raise FileNotFoundError(f"{counts_path} not found after segmentation training")
+    train = json.loads(counts_path.read_text(encoding="utf-8"))["train"]
+    records = sorted((seg_dir / "runs").glob("*_seg_training.json"))
+    synthetic = json.loads(records[-1].read_text(encoding="utf-8")).get("synthetic", {}) if records else {}
+    return {"train": {k: train[k] for k in ("real", "synthetic", "total")},
+            "quality_gate": synthetic.get("quality_gate")}  # fmt: skip
+
+
 def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: dict) -> dict:
-    """Stages 1–4 of one fold; returns ``{"pig": record, "held_out_patients", "metrics": {setting key: means}}``.
+    """Stages 1–4 of one fold; returns ``{"pig": record, "held_out_patients", "metrics": {setting key: means},
+    "per_image": {setting key: {patient: [Dice]}}, "seg_data": {setting key: _seg_data_record}, ...}``.
 
     Raises:
         FileNotFoundError: a missing output (weights, ``metrics.json``, an extra generator's folder).
@@ -263,9 +310,14 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
             if not (synth / "manifest.csv").is_file():
                 raise FileNotFoundError(f"{synth / 'manifest.csv'} not found ({s.label}, fold {fold})")
             overlay.update(synthetic_dir=str(synth), synthetic_ratio=s.ratio)
+            if not s.real:
+                overlay["use_real_train"] = False
+            if s.gate is not None:
+                overlay["synthetic_max_components"] = s.gate
         done = run_stage(f"fold{fold}/seg_{s.key}", seg_dir, fdir / "logs" / f"seg_{s.key}.log", "training",
                          ctx["seg_meta"], ctx["seg_train_files"], overlay, launcher=args.launcher)  # fmt: skip
         out["stages"][f"seg_{s.key}"] = done["seconds"]
+        out.setdefault("seg_data", {})[s.key] = _seg_data_record(seg_dir)
         eval_dir = seg_dir / "eval"
         overlay = {**overlay, "output_dir": str(eval_dir)}
         done = run_stage(f"fold{fold}/seg_{s.key}/eval", eval_dir, fdir / "logs" / f"eval_{s.key}.log", "evaluating",
@@ -276,6 +328,7 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
             raise FileNotFoundError(f"{metrics_path} not found after evaluation")
         result = json.loads(metrics_path.read_text(encoding="utf-8"))
         out["metrics"][s.key] = {m: float(result["mean"][m]) for m in METRICS}
+        out.setdefault("per_image", {})[s.key] = per_image_by_patient(result, split["test"], metrics_path)
     return out
 
 
@@ -309,23 +362,97 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {'–' if math.isnan(std) else f'{std:.2f}'}"
 
 
+def add_paired_intervals(rows: list[dict], per_image: Mapping[int, Mapping[str, Mapping]], settings: Sequence[Setting],
+                         num_resamples: int, seed: int) -> dict:  # fmt: skip
+    """Add ``dice_delta``, ``dice_delta_low``, ``dice_delta_high`` (points) and ``dice_delta_p_le_0`` to each row.
+
+    The difference to real only, paired per held-out image, with the patient-resampled interval of
+    :func:`scripts.experiments.grid_stats.paired_patient_interval`; NaN for the real-only row.
+
+    Returns:
+        ``{setting key: full interval record (per fold too), None for real only}`` for ``config.json``.
+    """
+    detail = {}
+    for row, s in zip(rows, settings, strict=True):
+        iv = None if s.generator is None else paired_patient_interval(per_image, s.key, "real", num_resamples, seed)
+        detail[s.key] = iv
+        nan = float("nan")
+        row.update(dice_delta=nan if iv is None else iv["delta"], dice_delta_low=nan if iv is None else iv["low"],
+                   dice_delta_high=nan if iv is None else iv["high"],
+                   dice_delta_p_le_0=nan if iv is None else iv["p_le_0"])  # fmt: skip
+    return detail
+
+
+def _delta(r: Mapping) -> str:
+    """``"+1.23 [-0.45, +2.90]"`` (points); ``"–"`` for the real-only row or when no interval was computed."""
+    if math.isnan(r.get("dice_delta", float("nan"))):
+        return "–"
+    return f"{r['dice_delta']:+.2f} [{r['dice_delta_low']:+.2f}, {r['dice_delta_high']:+.2f}]"
+
+
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown table of :func:`summarise_folds` rows: Dice, IoU, precision, recall as ``mean ± std`` (%)."""
-    head = "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    """Markdown table of :func:`summarise_folds` rows: Dice, IoU, precision, recall as ``mean ± std`` (%), and the
+    paired Dice difference to real only with its 95 % interval (points) when :func:`add_paired_intervals` ran."""
+    head = "| setting | folds | Dice (%) | IoU (%) | precision (%) | recall (%) | Δ Dice vs real only [95 % interval] |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS] + [_delta(r)]
         lines.append(f"| {r['setting']} | {r['folds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool) -> dict[str, str]:
-    """Write the Markdown table (with the configuration under it), the CSV and ``config.json``; never overwrites.
+def plot_points(rows: Sequence[dict], per_fold: Mapping[int, Mapping[str, Mapping]], settings: Sequence[Setting]):
+    """The PIG settings of the table as :func:`scripts.experiments.grid_stats.plot_dice_vs_ratio` points (extra
+    generators stay in the table only)."""
+    points = []
+    for r, s in zip(rows, settings, strict=True):
+        if s.generator not in (None, "PIG"):
+            continue
+        kind = "synthetic_only" if not s.real else "gated" if s.gate is not None else "curve"
+        iv = None if s.generator is None else (r["dice_delta_low"], r["dice_delta_high"])
+        fold_dice = {f: 100.0 * m[s.key]["dice"] for f, m in per_fold.items() if s.key in m}
+        points.append({"label": s.label, "ratio": s.ratio, "kind": kind, "mean": r["dice_mean"],
+                       "delta": 0.0 if s.generator is None else r["dice_delta"], "interval": iv,
+                       "fold_dice": fold_dice})  # fmt: skip
+    return points
+
+
+def _data_notes(config: Mapping) -> list[str]:
+    """Markdown lines: per fold, what each synthetic-only and gated setting trained on (and the gate's drops)."""
+    lines = []
+    for st in config["settings"]:
+        if st["real"] and st["gate"] is None:
+            continue
+        parts = []
+        for fold, detail in config["folds_detail"].items():
+            rec = detail.get("seg_data", {}).get(st["key"])
+            if rec is None:
+                continue
+            t, g = rec["train"], rec["quality_gate"]
+            text = f"fold {fold}: {t['real']} real + {t['synthetic']} synthetic"
+            if g:
+                lo, hi = g["area_range_px"]
+                text += (f" (gate kept {g['kept']} of {g['listed']}: dropped {g['dropped_empty']} empty, "
+                         f"{g['dropped_components']} with > {g['max_components']} components, {g['dropped_area']} "
+                         f"outside the real area range {lo}–{hi} px)")  # fmt: skip
+            parts.append(text)
+        if parts:
+            lines.append(f"- {st['label']}: " + "; ".join(parts) + ".")
+    return [*lines, ""] if lines else []
+
+
+def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool, points: list[dict]) -> dict[str, str]:
+    """Write the Markdown table (with the configuration under it), the CSV, ``config.json`` and the Dice-vs-ratio
+    PNG; never overwrites.
 
     Returns:
-        ``{"table_md", "table_csv", "config"}`` → paths written.
+        ``{"table_md", "table_csv", "config", "png"}`` → paths written.
     """
-    md_path, csv_path, cfg_path = free_names(work_dir, ("table.md", "table.csv", "config.json"))
+    md_path, csv_path, cfg_path, png_path = free_names(work_dir, ("table.md", "table.csv", "config.json",
+                                                                  "dice_vs_ratio.png"))  # fmt: skip
+    title = (f"held-out Dice over folds {config['folds']} of {config['num_folds']}; intervals: "
+             f"{config['bootstrap_resamples']} resamples of held-out patients per fold")  # fmt: skip
+    plot_dice_vs_ratio(points, png_path, title)
     write_json(cfg_path, config)
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) + [m for m in METRICS])
@@ -336,19 +463,23 @@ def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool)
         "# Segmentation of the held-out fold: real vs real + generated pairs",
         "",
         f"Mean ± sample std (ddof = 1) over folds {config['folds']} of {config['num_folds']} (patient-wise), "
-        "per-image lesion metrics in %.",
+        "per-image lesion metrics in %. Δ Dice: the paired difference to real only on the same held-out images "
+        "(points), 95 % percentile interval from resampling the held-out patients within each fold "
+        f"({config['bootstrap_resamples']} resamples; training randomness not included). Plot: `{png_path.name}`.",
         "",
         format_table(rows),
     ]
+    text += _data_notes(config)
     if is_duke:
         text += [DUKE_NOTE, ""]
     text += ["## Configuration", "", f"Full record: `{cfg_path.name}`.", "", "```json",
-             json.dumps({k: v for k, v in config.items() if k not in ("folds_detail", "rows")}, indent=1, default=str),
+             json.dumps({k: v for k, v in config.items() if k not in ("folds_detail", "rows", "paired_intervals")},
+                        indent=1, default=str),
              "```", ""]  # fmt: skip
     tmp = md_path.with_name(md_path.name + ".tmp")
     tmp.write_text("\n".join(text), encoding="utf-8")
     os.replace(tmp, md_path)
-    return {"table_md": str(md_path), "table_csv": str(csv_path), "config": str(cfg_path)}
+    return {"table_md": str(md_path), "table_csv": str(csv_path), "config": str(cfg_path), "png": str(png_path)}
 
 
 # ---------------------------------------------------------------- main
@@ -356,6 +487,8 @@ def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool)
 
 def _settings(args: argparse.Namespace) -> list[Setting]:
     out = [Setting(None)] + [Setting("PIG", r) for r in args.ratios if r > 0]
+    out += [Setting("PIG", r, real=False) for r in args.synthetic_only if r > 0]
+    out += [Setting("PIG", r, gate=args.gate_max_components) for r in args.gate_ratios if r > 0]
     out += [Setting(name, r, pattern) for name, pattern in args.extra_generator for r in args.ratios if r > 0]
     keys = [s.key for s in out]
     if len(set(keys)) != len(keys):
@@ -405,7 +538,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     ctx = _context(args)
     start = time.monotonic()
     folds = {f: run_fold(args, f, settings, ctx) for f in args.folds}
-    rows = summarise_folds({f: d["metrics"] for f, d in folds.items()}, settings)
+    per_fold = {f: d["metrics"] for f, d in folds.items()}
+    rows = summarise_folds(per_fold, settings)
+    intervals = add_paired_intervals(rows, {f: d["per_image"] for f, d in folds.items()}, settings, args.bootstrap,
+                                     args.seed)  # fmt: skip
     fmt = (ctx["datalist"].get("params") or {}).get("format")
     config = {
         "command": shlex.join([sys.executable, "-m", "scripts.experiments.seg_grid", *argv]),
@@ -418,8 +554,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "num_folds": args.num_folds,
         "seed": args.seed,
         "ratios": args.ratios,
+        "synthetic_only": args.synthetic_only,
+        "gate_ratios": args.gate_ratios,
+        "gate_max_components": args.gate_max_components,
+        "bootstrap_resamples": args.bootstrap,
+        "paired_intervals": intervals,
         "settings": [
-            {"key": s.key, "label": s.label, "generator": s.generator, "ratio": s.ratio, "pattern": s.pattern}
+            {"key": s.key, "label": s.label, "generator": s.generator, "ratio": s.ratio, "pattern": s.pattern,
+             "real": s.real, "gate": s.gate}
             for s in settings
         ],  # fmt: skip
         "pig_config_files": ctx["pig_train_files"],
@@ -436,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "folds_detail": {str(f): d for f, d in folds.items()},
         "rows": rows,
     }
-    paths = write_outputs(work_dir, rows, config, is_duke=fmt == "duke")
+    paths = write_outputs(work_dir, rows, config, is_duke=fmt == "duke", points=plot_points(rows, per_fold, settings))
     logger.info("table written to %s\n%s", paths["table_md"], format_table(rows))
     return paths
 
