@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from helpers import LAUNCHER, run_python_module
 
-from scripts.experiments.seg_grid import MARKER, Setting, format_table, pig_fold_datalist, summarise_folds
+from scripts.experiments.seg_grid import (
+    MARKER,
+    Setting,
+    _settings,
+    format_table,
+    parse_args,
+    pig_fold_datalist,
+    summarise_folds,
+)
 from scripts.seg.folds import fold_split
 
 
@@ -46,6 +54,18 @@ def test_setting_keys_and_labels_of_the_synthetic_only_and_gated_rows():
     assert (only.key, only.label) == ("pig_only_r1", "PIG only ×1")
     gated = Setting("PIG", 0.3, gate=3)
     assert (gated.key, gated.label) == ("pig_r0.3_gate3", "+ PIG ×0.3, gate k=3")
+
+
+def test_every_generator_gets_its_synthetic_only_and_gated_rows():
+    args = parse_args(["--work_dir", "w", "--ratios", "0.3", "--synthetic_only", "1", "--gate_ratios", "0.3",
+                       "--gate_max_components", "1,3", "--extra_generator", "X=f/{fold}"])  # fmt: skip
+    settings = _settings(args)
+    assert [s.key for s in settings] == ["real", "pig_r0.3", "pig_only_r1", "pig_r0.3_gate1", "pig_r0.3_gate3",
+                                         "x_r0.3", "x_only_r1", "x_r0.3_gate1", "x_r0.3_gate3"]  # fmt: skip
+    assert [(s.real, s.gate, s.pattern) for s in settings if s.generator == "X"] == [
+        (True, None, "f/{fold}"), (False, None, "f/{fold}"), (True, 1, "f/{fold}"), (True, 3, "f/{fold}")]
+    with pytest.raises(SystemExit):
+        parse_args(["--work_dir", "w", "--gate_max_components", "0"])
 
 
 def test_pig_fold_datalist_keeps_only_training_patients():

@@ -4,9 +4,10 @@ Run from ``bundle/``::
 
     python -m scripts.experiments.seg_grid --work_dir runs/grid --folds 0,1,2 --num_folds 3 --ratios 0.3,0.6
 
-Optional rows: ``--synthetic_only 1`` (``PIG only ×1``: trained on ``round(1 × n_real_train)`` PIG pairs alone,
-``use_real_train`` false, tested on the real held-out patients) and ``--gate_ratios 0.3`` (``+ PIG ×0.3, gate k=3``:
-the same number of pairs, taken from those the quality gate ``synthetic_max_components`` keeps).
+Optional rows, for PIG and each ``--extra_generator``: ``--synthetic_only 1`` (``PIG only ×1``: trained on
+``round(1 × n_real_train)`` PIG pairs alone, ``use_real_train`` false, tested on the real held-out patients) and
+``--gate_ratios 0.3`` (``+ PIG ×0.3, gate k=3``: the same number of pairs, taken from those the quality gate
+``synthetic_max_components`` keeps; ``--gate_max_components 1,3`` gives a row per k).
 
 Every stage is a ``python -m monai.bundle run`` subprocess of the bundle's own configs; the runner only writes a
 JSON overlay per stage (``<stage_dir>/grid_overlay.json``, the last ``config_file``) with the ids it sets. Stages, per
@@ -182,8 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also train on PIG pairs alone (no real items), round(r x n_real) pairs, e.g. 1")
     p.add_argument("--gate_ratios", type=_floats, default=[], metavar="RATIOS",
                    help="also '+ PIG xr' with the quality gate on (same pair count, from the pairs that pass)")
-    p.add_argument("--gate_max_components", type=int, default=3, metavar="K",
-                   help="the gate's synthetic_max_components for --gate_ratios (default 3)")
+    p.add_argument("--gate_max_components", type=_ints, default=[3], metavar="K",
+                   help="the gate's synthetic_max_components for --gate_ratios, e.g. 1,3: a row per k (default 3)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="B",
                    help="resamples of held-out patients per fold for the paired intervals (default 2000)")
     p.add_argument("--folds", type=_ints, default=None, help="folds to run, e.g. 0,1,2 (default all)")
@@ -197,7 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("ratios", "synthetic_only", "gate_ratios"):
         if any(r < 0 for r in getattr(args, name)):
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.gate_max_components < 1 or args.bootstrap < 1:
+    if not args.gate_max_components or min(args.gate_max_components) < 1 or args.bootstrap < 1:
         p.error("--gate_max_components and --bootstrap must be >= 1")
     return args
 
@@ -486,10 +487,13 @@ def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool,
 
 
 def _settings(args: argparse.Namespace) -> list[Setting]:
-    out = [Setting(None)] + [Setting("PIG", r) for r in args.ratios if r > 0]
-    out += [Setting("PIG", r, real=False) for r in args.synthetic_only if r > 0]
-    out += [Setting("PIG", r, gate=args.gate_max_components) for r in args.gate_ratios if r > 0]
-    out += [Setting(name, r, pattern) for name, pattern in args.extra_generator for r in args.ratios if r > 0]
+    """Real only, then per generator (PIG, then each ``--extra_generator``) its ratio rows, synthetic-only rows and
+    gated rows (every ``--gate_ratios`` value with every ``--gate_max_components`` k)."""
+    out = [Setting(None)]
+    for name, pattern in [("PIG", None), *args.extra_generator]:
+        out += [Setting(name, r, pattern) for r in args.ratios if r > 0]
+        out += [Setting(name, r, pattern, real=False) for r in args.synthetic_only if r > 0]
+        out += [Setting(name, r, pattern, gate=k) for r in args.gate_ratios if r > 0 for k in args.gate_max_components]
     keys = [s.key for s in out]
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate settings {keys}: repeated ratios or generator names")
