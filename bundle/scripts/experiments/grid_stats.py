@@ -114,7 +114,8 @@ def plot_dice_vs_ratio(points: Sequence[Mapping], path: str | os.PathLike, title
     Args:
         points: one per setting: ``{"label", "ratio", "kind"}`` (``"curve"`` for real only and ``+ PIG ×r``,
             ``"synthetic_only"``, ``"gated"``), ``"fold_dice": {fold: Dice %}`` and ``"mean"`` (Dice %); optional
-            ``"interval": (low, high)`` of the difference to real only (points), drawn in a second panel.
+            ``"interval": (low, high)`` of the difference to real only (points), drawn in a second panel; optional
+            ``"note"`` written beside the point (e.g. ``"k=3"`` for gated rows at the same ratio).
         path: the PNG to write (atomically).
         title: the figure title (scale, N, folds).
 
@@ -151,6 +152,12 @@ def plot_dice_vs_ratio(points: Sequence[Mapping], path: str | os.PathLike, title
             delta = [p["delta"] for p in with_iv]
             bx.errorbar(x, mid, yerr=half, fmt="none", ecolor=color, capsize=3)
             bx.plot(x, delta, marker=marker, color=color, ls="-" if kind == "curve" else "none", label=name)
+        for p in group:
+            if p.get("note"):
+                ax.annotate(p["note"], (p["ratio"], p["mean"]), xytext=(5, 3), textcoords="offset points", fontsize=7)
+                if p.get("interval"):
+                    bx.annotate(p["note"], (p["ratio"], p["delta"]), xytext=(5, 3), textcoords="offset points",
+                                fontsize=7)  # fmt: skip
     ax.set(xlabel="synthetic pairs per real training item", ylabel="Dice (%) on held-out patients",
            title="Dice; small points: folds")  # fmt: skip
     ax.legend(fontsize=8)

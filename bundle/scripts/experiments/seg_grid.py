@@ -414,7 +414,7 @@ def plot_points(rows: Sequence[dict], per_fold: Mapping[int, Mapping[str, Mappin
         fold_dice = {f: 100.0 * m[s.key]["dice"] for f, m in per_fold.items() if s.key in m}
         points.append({"label": s.label, "ratio": s.ratio, "kind": kind, "mean": r["dice_mean"],
                        "delta": 0.0 if s.generator is None else r["dice_delta"], "interval": iv,
-                       "fold_dice": fold_dice})  # fmt: skip
+                       "fold_dice": fold_dice, "note": None if s.gate is None else f"k={s.gate}"})  # fmt: skip
     return points
 
 
