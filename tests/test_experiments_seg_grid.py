@@ -58,14 +58,18 @@ def test_setting_keys_and_labels_of_the_synthetic_only_and_gated_rows():
 
 def test_every_generator_gets_its_synthetic_only_and_gated_rows():
     args = parse_args(["--work_dir", "w", "--ratios", "0.3", "--synthetic_only", "1", "--gate_ratios", "0.3",
-                       "--gate_max_components", "1,3", "--extra_generator", "X=f/{fold}"])  # fmt: skip
+                       "--gate_max_components", "1,3", "--extra_generator", "X=f/{fold}", "--seed_controls", "1"])
     settings = _settings(args)
-    assert [s.key for s in settings] == ["real", "pig_r0.3", "pig_only_r1", "pig_r0.3_gate1", "pig_r0.3_gate3",
-                                         "x_r0.3", "x_only_r1", "x_r0.3_gate1", "x_r0.3_gate3"]  # fmt: skip
+    assert [s.key for s in settings] == ["real", "real_seed1", "pig_r0.3", "pig_only_r1", "pig_r0.3_gate1",
+                                         "pig_r0.3_gate3", "x_r0.3", "x_only_r1", "x_r0.3_gate1", "x_r0.3_gate3"]
     assert [(s.real, s.gate, s.pattern) for s in settings if s.generator == "X"] == [
         (True, None, "f/{fold}"), (False, None, "f/{fold}"), (True, 1, "f/{fold}"), (True, 3, "f/{fold}")]
+    assert [s.label for s in settings[:2]] == ["real only", "real only, seed 1"]
+    assert [s.is_reference for s in settings[:3]] == [True, False, False]
     with pytest.raises(SystemExit):
         parse_args(["--work_dir", "w", "--gate_max_components", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--work_dir", "w", "--seed_controls", "0"])  # the runner's own seed: not a control
 
 
 def test_pig_fold_datalist_keeps_only_training_patients():
@@ -88,9 +92,14 @@ def _run_grid(work: Path, cache: Path) -> subprocess.CompletedProcess:
         "--work_dir", work, "--cache_dir", cache, "--pig_overlay", "configs/smoke.json", "--seg_overlay",
         "configs/seg_smoke.json", "--folds", "0,1", "--num_folds", "3", "--ratios", "0.5,1.0", "--pig_overrides",
         '{"preview_samples": 1, "batch_size": 16}', "--synthetic_only", "1", "--gate_ratios", "0.5",
-        "--gate_max_components", "1000", "--bootstrap", "200", "--launcher", LAUNCHER,
+        "--gate_max_components", "1000", "--seed_controls", "1", "--bootstrap", "200", "--launcher", LAUNCHER,
     ]  # fmt: skip
     return run_python_module("scripts.experiments.seg_grid", args)
+
+
+def _train_counts(seg_dir: Path) -> dict:
+    """The training set as the segmentation run loaded it (``DataCountLogger``'s ``seg_data.json``)."""
+    return json.loads((seg_dir / "seg_data.json").read_text(encoding="utf-8"))["train"]
 
 
 @pytest.mark.slow
@@ -99,7 +108,7 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     _run_grid(work, tmp_path / "cache")
     with open(work / "table.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["setting"] for r in rows] == ["real only", "+ PIG ×0.5", "+ PIG ×1", "PIG only ×1",
+    assert [r["setting"] for r in rows] == ["real only", "real only, seed 1", "+ PIG ×0.5", "+ PIG ×1", "PIG only ×1",
                                             "+ PIG ×0.5, gate k=1000"]  # fmt: skip
     for r in rows:
         assert r["folds"] == "2"
@@ -128,7 +137,7 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
             assert len(list(csv.DictReader(f))) == detail["num_real_train"] == seg_folds["num_train_items"]
         # What each training loaded (DataCountLogger's seg_data.json, not the runner's bookkeeping).
         n = detail["num_real_train"]
-        loaded = {k: json.loads((work / f"fold{fold}" / f"seg_{k}" / "seg_data.json").read_text())["train"]
+        loaded = {k: _train_counts(work / f"fold{fold}" / f"seg_{k}")
                   for k in ("real", "pig_r0.5", "pig_only_r1", "pig_r0.5_gate1000")}  # fmt: skip
         assert (loaded["real"]["real"], loaded["real"]["synthetic"]) == (n, 0)
         assert (loaded["pig_r0.5"]["real"], loaded["pig_r0.5"]["synthetic"]) == (n, round(0.5 * n))
@@ -137,6 +146,11 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
         gate = detail["seg_data"]["pig_r0.5_gate1000"]["quality_gate"]
         assert gate["listed"] == n and gate["max_components"] == 1000 and gate["kept"] >= round(0.5 * n)
         assert detail["seg_data"]["pig_r0.5"]["quality_gate"] is None
+        # The seed control trains the same real items with another seed (its run record says which).
+        assert loaded["real"] == _train_counts(work / f"fold{fold}" / "seg_real_seed1")
+        records = [json.loads(p.read_text()) for k in ("real", "real_seed1")
+                   for p in sorted((work / f"fold{fold}" / f"seg_{k}" / "runs").glob("*_seg_training.json"))]
+        assert [(r["seed"], r["train_seed"]) for r in records] == [(0, 0), (0, 1)]
         assert set(detail["per_image"]["real"]["patients"]) == held_out  # per-image Dice kept per held-out patient
     for r in rows[1:]:  # paired differences with their interval around them
         assert float(r["dice_delta_low"]) <= float(r["dice_delta"]) <= float(r["dice_delta_high"])
@@ -144,7 +158,7 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     assert (work / "dice_vs_ratio.png").stat().st_size > 1000
     # A second invocation resumes: every stage is skipped, no marker changes, and the first table is kept.
     markers = {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)}
-    assert len(markers) == 2 * (2 + 5 * 2)  # per fold: pig, samples, 5 x (seg training, evaluation)
+    assert len(markers) == 2 * (2 + 6 * 2)  # per fold: pig, samples, 6 x (seg training, evaluation)
     first_table = (work / "table.md").read_bytes()
     proc = _run_grid(work, tmp_path / "cache")
     assert "running" not in proc.stderr and proc.stderr.count("skipping") == len(markers)

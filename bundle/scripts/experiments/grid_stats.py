@@ -113,9 +113,9 @@ def plot_dice_vs_ratio(points: Sequence[Mapping], path: str | os.PathLike, title
 
     Args:
         points: one per setting: ``{"label", "ratio", "kind"}`` (``"curve"`` for real only and ``+ PIG ×r``,
-            ``"synthetic_only"``, ``"gated"``), ``"fold_dice": {fold: Dice %}`` and ``"mean"`` (Dice %); optional
-            ``"interval": (low, high)`` of the difference to real only (points), drawn in a second panel; optional
-            ``"note"`` written beside the point (e.g. ``"k=3"`` for gated rows at the same ratio).
+            ``"synthetic_only"``, ``"gated"``, ``"seed_control"``), ``"fold_dice": {fold: Dice %}`` and ``"mean"``
+            (Dice %); optional ``"interval": (low, high)`` of the difference to real only (points), drawn in a second
+            panel; optional ``"note"`` written beside the point (e.g. ``"k=3"`` for gated rows at the same ratio).
         path: the PNG to write (atomically).
         title: the figure title (scale, N, folds).
 
@@ -130,7 +130,7 @@ def plot_dice_vs_ratio(points: Sequence[Mapping], path: str | os.PathLike, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = {"curve": ("o", "C0"), "synthetic_only": ("s", "C3"), "gated": ("D", "C2")}
+    style = {"curve": ("o", "C0"), "synthetic_only": ("s", "C3"), "gated": ("D", "C2"), "seed_control": ("x", "0.3")}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     for kind, (marker, color) in style.items():
         group = sorted((p for p in points if p["kind"] == kind), key=lambda p: p["ratio"])
@@ -141,7 +141,8 @@ def plot_dice_vs_ratio(points: Sequence[Mapping], path: str | os.PathLike, title
             for j, f in enumerate(folds):
                 ax.scatter(p["ratio"] + 0.012 * (j - (len(folds) - 1) / 2), p["fold_dice"][f], s=14, color=color,
                            alpha=0.45, marker=marker, linewidths=0)  # fmt: skip
-        name = {"curve": "real + PIG (fold mean)", "synthetic_only": "PIG only", "gated": "real + PIG, gated"}[kind]
+        name = {"curve": "real + PIG (fold mean)", "synthetic_only": "PIG only", "gated": "real + PIG, gated",
+                "seed_control": "real only, another seed"}[kind]
         ax.plot([p["ratio"] for p in group], [p["mean"] for p in group], marker=marker, color=color,
                 ls="-" if kind == "curve" else "none", label=name)  # fmt: skip
         with_iv = [p for p in group if p.get("interval")]

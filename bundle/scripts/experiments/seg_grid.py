@@ -7,7 +7,9 @@ Run from ``bundle/``::
 Optional rows, for PIG and each ``--extra_generator``: ``--synthetic_only 1`` (``PIG only ×1``: trained on
 ``round(1 × n_real_train)`` PIG pairs alone, ``use_real_train`` false, tested on the real held-out patients) and
 ``--gate_ratios 0.3`` (``+ PIG ×0.3, gate k=3``: the same number of pairs, taken from those the quality gate
-``synthetic_max_components`` keeps; ``--gate_max_components 1,3`` gives a row per k).
+``synthetic_max_components`` keeps; ``--gate_max_components 1,3`` gives a row per k); and ``--seed_controls 1,2``
+(``real only, seed 1``: the real-only training with another segmentation seed, the size of a difference that
+training randomness alone makes).
 
 Every stage is a ``python -m monai.bundle run`` subprocess of the bundle's own configs; the runner only writes a
 JSON overlay per stage (``<stage_dir>/grid_overlay.json``, the last ``config_file``) with the ids it sets. Stages, per
@@ -110,28 +112,41 @@ class Setting:
             ``round(ratio × n_real)`` pairs alone; the real inner validation patients still select the checkpoint).
         gate: the quality gate's ``synthetic_max_components`` k (``None``: no gate); the gated row takes the same
             number of pairs as the ungated one, from the pairs that pass.
+        seed: the segmentation training's ``train_seed`` when it differs from the runner's ``--seed`` (``None``: the
+            runner's); a real-only row with another seed is the training-noise control (the same prepared data and
+            folds, another initialisation, batch order and augmentation draw).
     """
 
     def __init__(self, generator: str | None, ratio: float = 0.0, pattern: str | None = None, real: bool = True,
-                 gate: int | None = None) -> None:  # fmt: skip
+                 gate: int | None = None, seed: int | None = None) -> None:  # fmt: skip
         self.generator, self.ratio, self.pattern, self.real, self.gate = generator, float(ratio), pattern, real, gate
+        self.seed = seed
 
     @property
     def key(self) -> str:
-        """Folder-safe id: ``real``, ``<generator>_r<ratio>`` (``pig_r0.5``), ``pig_only_r1`` or ``pig_r0.3_gate3``."""
+        """Folder-safe id: ``real``, ``real_seed1``, ``<generator>_r<ratio>`` (``pig_r0.5``), ``pig_only_r1`` or
+        ``pig_r0.3_gate3``."""
+        seed = "" if self.seed is None else f"_seed{self.seed}"
         if self.generator is None:
-            return "real"
+            return f"real{seed}"
         only = "" if self.real else "_only"
         gate = "" if self.gate is None else f"_gate{self.gate}"
-        return f"{self.generator.lower()}{only}_r{self.ratio:g}{gate}"
+        return f"{self.generator.lower()}{only}_r{self.ratio:g}{gate}{seed}"
 
     @property
     def label(self) -> str:
-        """Row label: ``real only``, ``+ PIG ×0.5``, ``PIG only ×1`` or ``+ PIG ×0.3, gate k=3``."""
+        """Row label: ``real only``, ``real only, seed 1``, ``+ PIG ×0.5``, ``PIG only ×1`` or
+        ``+ PIG ×0.3, gate k=3``."""
+        seed = "" if self.seed is None else f", seed {self.seed}"
         if self.generator is None:
-            return "real only"
+            return f"real only{seed}"
         text = f"+ {self.generator} ×{self.ratio:g}" if self.real else f"{self.generator} only ×{self.ratio:g}"
-        return text if self.gate is None else f"{text}, gate k={self.gate}"
+        return (text if self.gate is None else f"{text}, gate k={self.gate}") + seed
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether this is the real-only row the differences are taken against."""
+        return self.key == "real"
 
 
 # ---------------------------------------------------------------- command line
@@ -185,6 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also '+ PIG xr' with the quality gate on (same pair count, from the pairs that pass)")
     p.add_argument("--gate_max_components", type=_ints, default=[3], metavar="K",
                    help="the gate's synthetic_max_components for --gate_ratios, e.g. 1,3: a row per k (default 3)")
+    p.add_argument("--seed_controls", type=_ints, default=[], metavar="SEEDS",
+                   help="also 'real only' with these segmentation seeds, e.g. 1,2: the training-noise control")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="B",
                    help="resamples of held-out patients per fold for the paired intervals (default 2000)")
     p.add_argument("--folds", type=_ints, default=None, help="folds to run, e.g. 0,1,2 (default all)")
@@ -198,6 +215,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("ratios", "synthetic_only", "gate_ratios"):
         if any(r < 0 for r in getattr(args, name)):
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.seed in args.seed_controls:
+        p.error(f"--seed_controls {args.seed_controls} must differ from --seed {args.seed}")
     if not args.gate_max_components or min(args.gate_max_components) < 1 or args.bootstrap < 1:
         p.error("--gate_max_components and --bootstrap must be >= 1")
     return args
@@ -315,6 +334,8 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
                 overlay["use_real_train"] = False
             if s.gate is not None:
                 overlay["synthetic_max_components"] = s.gate
+        if s.seed is not None:
+            overlay["train_seed"] = s.seed  # initialisation, sampling order, augmentation; not the data or the folds
         done = run_stage(f"fold{fold}/seg_{s.key}", seg_dir, fdir / "logs" / f"seg_{s.key}.log", "training",
                          ctx["seg_meta"], ctx["seg_train_files"], overlay, launcher=args.launcher)  # fmt: skip
         out["stages"][f"seg_{s.key}"] = done["seconds"]
@@ -375,7 +396,7 @@ def add_paired_intervals(rows: list[dict], per_image: Mapping[int, Mapping[str, 
     """
     detail = {}
     for row, s in zip(rows, settings, strict=True):
-        iv = None if s.generator is None else paired_patient_interval(per_image, s.key, "real", num_resamples, seed)
+        iv = None if s.is_reference else paired_patient_interval(per_image, s.key, "real", num_resamples, seed)
         detail[s.key] = iv
         nan = float("nan")
         row.update(dice_delta=nan if iv is None else iv["delta"], dice_delta_low=nan if iv is None else iv["low"],
@@ -403,18 +424,20 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def plot_points(rows: Sequence[dict], per_fold: Mapping[int, Mapping[str, Mapping]], settings: Sequence[Setting]):
-    """The PIG settings of the table as :func:`scripts.experiments.grid_stats.plot_dice_vs_ratio` points (extra
-    generators stay in the table only)."""
+    """The PIG and real-only settings of the table as :func:`scripts.experiments.grid_stats.plot_dice_vs_ratio` points
+    (extra generators stay in the table only)."""
     points = []
     for r, s in zip(rows, settings, strict=True):
         if s.generator not in (None, "PIG"):
             continue
-        kind = "synthetic_only" if not s.real else "gated" if s.gate is not None else "curve"
-        iv = None if s.generator is None else (r["dice_delta_low"], r["dice_delta_high"])
+        kind = ("seed_control" if s.seed is not None else "synthetic_only" if not s.real
+                else "gated" if s.gate is not None else "curve")  # fmt: skip
+        iv = None if s.is_reference else (r["dice_delta_low"], r["dice_delta_high"])
         fold_dice = {f: 100.0 * m[s.key]["dice"] for f, m in per_fold.items() if s.key in m}
+        note = f"k={s.gate}" if s.gate is not None else f"seed {s.seed}" if s.seed is not None else None
         points.append({"label": s.label, "ratio": s.ratio, "kind": kind, "mean": r["dice_mean"],
-                       "delta": 0.0 if s.generator is None else r["dice_delta"], "interval": iv,
-                       "fold_dice": fold_dice, "note": None if s.gate is None else f"k={s.gate}"})  # fmt: skip
+                       "delta": 0.0 if s.is_reference else r["dice_delta"], "interval": iv,
+                       "fold_dice": fold_dice, "note": note})  # fmt: skip
     return points
 
 
@@ -489,7 +512,7 @@ def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool,
 def _settings(args: argparse.Namespace) -> list[Setting]:
     """Real only, then per generator (PIG, then each ``--extra_generator``) its ratio rows, synthetic-only rows and
     gated rows (every ``--gate_ratios`` value with every ``--gate_max_components`` k)."""
-    out = [Setting(None)]
+    out = [Setting(None)] + [Setting(None, seed=seed) for seed in args.seed_controls]
     for name, pattern in [("PIG", None), *args.extra_generator]:
         out += [Setting(name, r, pattern) for r in args.ratios if r > 0]
         out += [Setting(name, r, pattern, real=False) for r in args.synthetic_only if r > 0]
@@ -561,11 +584,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         "synthetic_only": args.synthetic_only,
         "gate_ratios": args.gate_ratios,
         "gate_max_components": args.gate_max_components,
+        "seed_controls": args.seed_controls,
         "bootstrap_resamples": args.bootstrap,
         "paired_intervals": intervals,
         "settings": [
             {"key": s.key, "label": s.label, "generator": s.generator, "ratio": s.ratio, "pattern": s.pattern,
-             "real": s.real, "gate": s.gate}
+             "real": s.real, "gate": s.gate, "seed": s.seed}
             for s in settings
         ],  # fmt: skip
         "pig_config_files": ctx["pig_train_files"],
