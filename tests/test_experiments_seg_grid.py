@@ -166,3 +166,16 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     assert (work / "table.md").read_bytes() == first_table
     assert len(list(work.glob("table_*.md"))) == 1 and len(list(work.glob("config_*.json"))) == 1
     assert len(list(work.glob("dice_vs_ratio_*.png"))) == 1
+
+
+def test_gate_shortfall_leaves_out_a_gated_row_only_when_too_few_pairs_pass(tmp_path):
+    """The runner's pre-check uses the training's own gate: 2 of the 6 pairs pass (k = 1, real areas 16-100 px)."""
+    from test_seg_synthetic import _gate_folder
+
+    from scripts.experiments.seg_grid import gate_shortfall
+
+    folder, real = _gate_folder(tmp_path)
+    assert gate_shortfall(folder, Setting("PIG", 1.0, gate=1), real) is None  # needs round(1 x 2) = 2
+    short = gate_shortfall(folder, Setting("PIG", 1.5, gate=1), real)  # needs 3
+    assert short is not None and (short["needed"], short["kept"], short["listed"]) == (3, 2, 6)
+    assert gate_shortfall(folder, Setting("PIG", 1.5, gate=3), real) is None  # k = 3 keeps the 3-component pair too

@@ -63,6 +63,7 @@ import numpy as np
 from scripts.common.checkpoint import file_sha256
 from scripts.common.configs import config_files, data_ids, meta_file
 from scripts.common.runinfo import environment
+from scripts.common.writer import read_manifest
 from scripts.data.prepare import prepare_dataset
 from scripts.experiments.grid_stats import paired_patient_interval, per_image_by_patient, plot_dice_vs_ratio
 from scripts.experiments.stages import (
@@ -77,6 +78,7 @@ from scripts.experiments.stages import (
 )
 from scripts.seg.folds import fold_split
 from scripts.seg.metrics import METRICS
+from scripts.seg.synthetic import SYNTHETIC_HINT, quality_gate
 
 __all__ = [
     "DATA_IDS",
@@ -290,6 +292,21 @@ def _seg_data_record(seg_dir: Path) -> dict:
             "quality_gate": synthetic.get("quality_gate")}  # fmt: skip
 
 
+def gate_shortfall(synthetic_dir: Path, setting: Setting, real_items: list[dict]) -> dict | None:
+    """Whether the quality gate keeps too few pairs for a gated row; checked before its training is started.
+
+    Runs :func:`scripts.seg.synthetic.quality_gate` (the function the training calls, on the same manifest and the
+    fold's real training items) and compares its ``kept`` with the ``round(ratio × n_real)`` pairs the row needs.
+
+    Returns:
+        ``None`` when enough pairs pass; otherwise the gate's report with ``"needed"`` added (the row is then left
+        out of this fold and the table says so).
+    """
+    needed = int(round(setting.ratio * len(real_items)))
+    _, report = quality_gate(read_manifest(str(synthetic_dir), hint=SYNTHETIC_HINT), setting.gate, real_items)
+    return None if report["kept"] >= needed else {**report, "needed": needed}
+
+
 def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: dict) -> dict:
     """Stages 1–4 of one fold; returns ``{"pig": record, "held_out_patients", "metrics": {setting key: means},
     "per_image": {setting key: {patient: [Dice]}}, "seg_data": {setting key: _seg_data_record}, ...}``.
@@ -334,6 +351,12 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
                 overlay["use_real_train"] = False
             if s.gate is not None:
                 overlay["synthetic_max_components"] = s.gate
+                short = gate_shortfall(synth, s, split["train"])
+                if short is not None:
+                    logger.warning("fold %d, %s: left out, the quality gate kept %d of %d pairs, %d needed", fold,
+                                   s.label, short["kept"], short["listed"], short["needed"])  # fmt: skip
+                    out.setdefault("seg_data", {})[s.key] = {"train": None, "quality_gate": short}
+                    continue
         if s.seed is not None:
             overlay["train_seed"] = s.seed  # initialisation, sampling order, augmentation; not the data or the folds
         done = run_stage(f"fold{fold}/seg_{s.key}", seg_dir, fdir / "logs" / f"seg_{s.key}.log", "training",
@@ -453,6 +476,12 @@ def _data_notes(config: Mapping) -> list[str]:
             if rec is None:
                 continue
             t, g = rec["train"], rec["quality_gate"]
+            if t is None:  # left out: too few pairs passed the gate
+                parts.append(f"fold {fold}: not trained, {g['needed']} pairs needed (gate kept {g['kept']} of "
+                             f"{g['listed']}: dropped {g['dropped_empty']} empty, {g['dropped_components']} with "
+                             f"> {g['max_components']} components, {g['dropped_area']} outside the real area range "
+                             f"{g['area_range_px'][0]}–{g['area_range_px'][1]} px)")  # fmt: skip
+                continue
             text = f"fold {fold}: {t['real']} real + {t['synthetic']} synthetic"
             if g:
                 lo, hi = g["area_range_px"]
