@@ -403,7 +403,9 @@ def summarise_folds(per_fold: dict[int, dict[str, dict[str, float]]], settings: 
 
 
 def _pm(mean: float, std: float) -> str:
-    """``"12.34 ± 5.67"``; ``"12.34 ± –"`` when the std is undefined (one fold)."""
+    """``"12.34 ± 5.67"``; ``"12.34 ± –"`` when the std is undefined (one fold); ``"–"`` for no fold."""
+    if math.isnan(mean):
+        return "–"
     return f"{mean:.2f} ± {'–' if math.isnan(std) else f'{std:.2f}'}"
 
 
@@ -412,14 +414,17 @@ def add_paired_intervals(rows: list[dict], per_image: Mapping[int, Mapping[str, 
     """Add ``dice_delta``, ``dice_delta_low``, ``dice_delta_high`` (points) and ``dice_delta_p_le_0`` to each row.
 
     The difference to real only, paired per held-out image, with the patient-resampled interval of
-    :func:`scripts.experiments.grid_stats.paired_patient_interval`; NaN for the real-only row.
+    :func:`scripts.experiments.grid_stats.paired_patient_interval`; NaN for the real-only row and for a row trained in
+    no fold.
 
     Returns:
         ``{setting key: full interval record (per fold too), None for real only}`` for ``config.json``.
     """
     detail = {}
     for row, s in zip(rows, settings, strict=True):
-        iv = None if s.is_reference else paired_patient_interval(per_image, s.key, "real", num_resamples, seed)
+        trained = any(s.key in d and "real" in d for d in per_image.values())  # a gated row may be left out
+        iv = None if s.is_reference or not trained else paired_patient_interval(per_image, s.key, "real",
+                                                                               num_resamples, seed)  # fmt: skip
         detail[s.key] = iv
         nan = float("nan")
         row.update(dice_delta=nan if iv is None else iv["delta"], dice_delta_low=nan if iv is None else iv["low"],
@@ -451,7 +456,7 @@ def plot_points(rows: Sequence[dict], per_fold: Mapping[int, Mapping[str, Mappin
     (extra generators stay in the table only)."""
     points = []
     for r, s in zip(rows, settings, strict=True):
-        if s.generator not in (None, "PIG"):
+        if s.generator not in (None, "PIG") or r["folds"] == 0:
             continue
         kind = ("seed_control" if s.seed is not None else "synthetic_only" if not s.real
                 else "gated" if s.gate is not None else "curve")  # fmt: skip
