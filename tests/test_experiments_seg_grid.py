@@ -179,3 +179,17 @@ def test_gate_shortfall_leaves_out_a_gated_row_only_when_too_few_pairs_pass(tmp_
     short = gate_shortfall(folder, Setting("PIG", 1.5, gate=1), real)  # needs 3
     assert short is not None and (short["needed"], short["kept"], short["listed"]) == (3, 2, 6)
     assert gate_shortfall(folder, Setting("PIG", 1.5, gate=3), real) is None  # k = 3 keeps the 3-component pair too
+
+
+def test_a_row_trained_in_no_fold_gets_dashes_not_an_error():
+    from scripts.experiments.seg_grid import add_paired_intervals
+
+    settings = [Setting(None), Setting("PIG", 0.3), Setting("PIG", 0.3, gate=1)]
+    metrics = {"dice": 0.8, "iou": 0.7, "precision": 0.8, "recall": 0.8}
+    per_fold = {0: {"real": metrics, "pig_r0.3": metrics}}
+    img = {"images": ["a", "b"], "patients": ["P1", "P2"], "dice": [0.8, 0.6]}
+    rows = summarise_folds(per_fold, settings)
+    detail = add_paired_intervals(rows, {0: {"real": img, "pig_r0.3": {**img, "dice": [0.9, 0.6]}}}, settings, 50, 0)
+    assert detail["pig_r0.3_gate1"] is None and math.isclose(rows[1]["dice_delta"], 5.0)
+    line = format_table(rows).splitlines()[-1]
+    assert line == "| + PIG ×0.3, gate k=1 | 0 | – | – | – | – | – |"
