@@ -66,8 +66,11 @@ def test_every_generator_gets_its_synthetic_only_and_gated_rows():
         (True, None, "f/{fold}"), (False, None, "f/{fold}"), (True, 1, "f/{fold}"), (True, 3, "f/{fold}")]
     assert [s.label for s in settings[:2]] == ["real only", "real only, seed 1"]
     assert [s.is_reference for s in settings[:3]] == [True, False, False]
-    with pytest.raises(SystemExit):
-        parse_args(["--work_dir", "w", "--gate_max_components", "0"])
+    for bad in (["--gate_ratios", "0.3", "--gate_max_components", "0"], ["--gate_max_components", "1"],
+                ["--synthetic_only", "0"], ["--gate_ratios", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit):  # each would otherwise be dropped without a word
+            parse_args(["--work_dir", "w", *bad])
+    assert parse_args(["--work_dir", "w"]).gate_max_components == [3]
     with pytest.raises(SystemExit):
         parse_args(["--work_dir", "w", "--seed_controls", "0"])  # the runner's own seed: not a control
 
@@ -155,6 +158,7 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
     for r in rows[1:]:  # paired differences with their interval around them
         assert float(r["dice_delta_low"]) <= float(r["dice_delta"]) <= float(r["dice_delta_high"])
     assert "fold 0: 0 real +" in md and "gate kept" in md and "Δ Dice vs real only" in md
+    assert "Held-out patients per fold: 1 / 1." in md and "read them as descriptive only" in md
     assert (work / "dice_vs_ratio.png").stat().st_size > 1000
     # A second invocation resumes: every stage is skipped, no marker changes, and the first table is kept.
     markers = {p: p.stat().st_mtime_ns for p in work.rglob(MARKER)}

@@ -178,7 +178,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m scripts.experiments.seg_grid",
         description="Segmentation with real / real + generated pairs over patient folds; writes a Table-2-style "
-        "mean ± std table (Dice, IoU, precision, recall in %%). Run from bundle/.",
+        "mean ± std table (Dice, IoU, precision, recall in %). Run from bundle/.",
     )
     p.add_argument("--work_dir", required=True, help="all stages and the table go here; rerun to resume")
     p.add_argument("--dataset_dir", default=None, help="Duke box table / folder layout; omit for the phantom")
@@ -200,7 +200,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also train on PIG pairs alone (no real items), round(r x n_real) pairs, e.g. 1")
     p.add_argument("--gate_ratios", type=_floats, default=[], metavar="RATIOS",
                    help="also '+ PIG xr' with the quality gate on (same pair count, from the pairs that pass)")
-    p.add_argument("--gate_max_components", type=_ints, default=[3], metavar="K",
+    p.add_argument("--gate_max_components", type=_ints, default=None, metavar="K",
                    help="the gate's synthetic_max_components for --gate_ratios, e.g. 1,3: a row per k (default 3)")
     p.add_argument("--seed_controls", type=_ints, default=[], metavar="SEEDS",
                    help="also 'real only' with these segmentation seeds, e.g. 1,2: the training-noise control")
@@ -214,13 +214,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.folds = list(range(args.num_folds)) if args.folds is None else args.folds
     if args.num_folds < 2 or not args.folds or any(not 0 <= f < args.num_folds for f in args.folds):
         p.error(f"--folds {args.folds} must be non-empty indices in [0, {args.num_folds}) with --num_folds >= 2")
-    for name in ("ratios", "synthetic_only", "gate_ratios"):
-        if any(r < 0 for r in getattr(args, name)):
-            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if any(r < 0 for r in args.ratios):
+        p.error(f"--ratios must be >= 0, got {args.ratios}")
+    for name in ("synthetic_only", "gate_ratios"):  # 0 would be a row without pairs: refused, not dropped silently
+        if any(r <= 0 for r in getattr(args, name)):
+            p.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    if args.gate_max_components is not None and not args.gate_ratios:
+        p.error("--gate_max_components needs --gate_ratios (the ratios of the gated rows)")
+    args.gate_max_components = [3] if args.gate_max_components is None else args.gate_max_components
     if args.seed in args.seed_controls:
         p.error(f"--seed_controls {args.seed_controls} must differ from --seed {args.seed}")
-    if not args.gate_max_components or min(args.gate_max_components) < 1 or args.bootstrap < 1:
-        p.error("--gate_max_components and --bootstrap must be >= 1")
+    if not args.gate_max_components or min(args.gate_max_components) < 1:
+        p.error(f"--gate_max_components must be >= 1, got {args.gate_max_components}")
+    if args.bootstrap < 1:
+        p.error(f"--bootstrap must be >= 1, got {args.bootstrap}")
     return args
 
 
@@ -469,6 +476,16 @@ def plot_points(rows: Sequence[dict], per_fold: Mapping[int, Mapping[str, Mappin
     return points
 
 
+def _held_out_note(config: Mapping) -> str:
+    """The held-out patients per fold, with a warning when a fold has too few for the interval to mean much."""
+    counts = [len(d["held_out_patients"]) for d in config["folds_detail"].values()]
+    text = "Held-out patients per fold: " + " / ".join(map(str, counts)) + "."
+    if counts and min(counts) < 5:
+        text += (" With fewer than 5 held-out patients in a fold the intervals rest on very few resampling units "
+                 "(one patient: zero width); read them as descriptive only.")  # fmt: skip
+    return text
+
+
 def _data_notes(config: Mapping) -> list[str]:
     """Markdown lines: per fold, what each synthetic-only and gated setting trained on (and the gate's drops)."""
     lines = []
@@ -526,6 +543,8 @@ def write_outputs(work_dir: Path, rows: list[dict], config: dict, is_duke: bool,
         f"({config['bootstrap_resamples']} resamples; training randomness not included). Plot: `{png_path.name}`.",
         "",
         format_table(rows),
+        _held_out_note(config),
+        "",
     ]
     text += _data_notes(config)
     if is_duke:
