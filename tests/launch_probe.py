@@ -20,6 +20,10 @@ if __name__ == "__main__":
         raise RuntimeError("probe failed on purpose")
     if "--exit3" in sys.argv:
         sys.exit(3)
+    if os.environ.get("PROBE_PIDFILE"):
+        with open(os.environ["PROBE_PIDFILE"] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(os.environ["PROBE_PIDFILE"] + ".tmp", os.environ["PROBE_PIDFILE"])
     if "--sleep" in sys.argv:
         import time
 

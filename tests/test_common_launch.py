@@ -3,9 +3,11 @@
 import json
 import os
 import subprocess
+import sys
+import time
 
 import pytest
-from helpers import TESTS
+from helpers import BUNDLE, TESTS
 
 from scripts.common.launch import LAUNCHERS, run_module
 
@@ -39,3 +41,40 @@ def test_timeout_kills_the_run_and_unknown_launchers_are_refused(tmp_path, launc
         run_module("launch_probe", ["--sleep"], tmp_path, tmp_path / "o", env=env, launcher=launcher, timeout=3)
     with pytest.raises(ValueError, match="launcher must be one of"):
         run_module("launch_probe", [], tmp_path, tmp_path / "o", launcher="thread")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone); Linux ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_killing_the_runner_kills_its_run(tmp_path, launcher):
+    """``kill <runner pid>`` (SIGTERM) while a run is in flight ends the run too, not only the runner."""
+    pidfile = tmp_path / "run.pid"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(BUNDLE)]), "PROBE_PIDFILE": str(pidfile)}
+    code = ("from scripts.common.launch import run_module; run_module('launch_probe', ['--sleep'], "
+            f"{str(tmp_path)!r}, {str(tmp_path / 'o')!r}, launcher={launcher!r})")  # fmt: skip
+    runner = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120  # the forkserver imports torch and MONAI first
+        while not pidfile.exists():
+            assert runner.poll() is None and time.monotonic() < deadline, "the run never started"
+            time.sleep(0.2)
+        run_pid = int(pidfile.read_text())
+        assert _alive(run_pid)
+        runner.terminate()
+        assert runner.wait(timeout=30) != 0
+        deadline = time.monotonic() + 20
+        while _alive(run_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(run_pid), "the run outlived its runner"
+    finally:
+        runner.kill()
+        if pidfile.exists() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), 9)

@@ -17,13 +17,16 @@ applied as a new interpreter would apply them at start-up) and ``sys.argv = [mod
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 __all__ = ["LAUNCHERS", "PRELOAD", "run_module"]
 
@@ -72,6 +75,25 @@ def _child(module: str, args: Sequence[str], cwd: str, env: Mapping[str, str], s
         os._exit(1)
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While a run is in flight, make SIGTERM raise ``SystemExit(143)`` here instead of ending this process at once,
+    so that the run is killed with it (``kill <runner pid>`` would otherwise leave the stage running, and a restarted
+    runner would redo it beside the orphan). Only in the main thread, and only where SIGTERM has its default action."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_module(
     module: str,
     args: Sequence[str],
@@ -94,7 +116,9 @@ def run_module(
         timeout: seconds before the run is killed (``None``: no limit).
 
     Returns:
-        The exit code: 0 on success, 1 for an uncaught exception, ``-N`` for a run ended by signal N.
+        The exit code: 0 on success, 1 for an uncaught exception, ``-N`` for a run ended by signal N. When this
+        process gets SIGTERM (or Ctrl-C) while the run is in flight, the run is killed first and ``SystemExit``
+        (``KeyboardInterrupt``) propagates.
 
     Raises:
         ValueError: unknown ``launcher``.
@@ -105,14 +129,22 @@ def run_module(
     env = dict(os.environ if env is None else env)
     stderr = stdout if stderr is None else stderr
     if launcher == "subprocess":
-        with open(stdout, "a", encoding="utf-8") as out, open(stderr, "a", encoding="utf-8") as err:
+        with (open(stdout, "a", encoding="utf-8") as out, open(stderr, "a", encoding="utf-8") as err,
+              _sigterm_as_exit()):  # fmt: skip
             cmd = [sys.executable, "-m", module, *map(str, args)]
+            # subprocess.run kills the child on any exception, SystemExit and KeyboardInterrupt included
             return subprocess.run(cmd, cwd=cwd, stdout=out, stderr=err, env=env, timeout=timeout).returncode
     proc = _forkserver().Process(
         target=_child, args=(module, [str(a) for a in args], str(cwd), env, str(stdout), str(stderr))
     )
-    proc.start()
-    proc.join(timeout)
+    with _sigterm_as_exit():
+        proc.start()
+        try:
+            proc.join(timeout)
+        except BaseException:
+            proc.kill()
+            proc.join()
+            raise
     if proc.exitcode is None:
         proc.kill()
         proc.join()
