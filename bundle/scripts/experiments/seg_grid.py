@@ -218,7 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--ratios must be >= 0, got {args.ratios}")
     for name in ("synthetic_only", "gate_ratios"):  # 0 would be a row without pairs: refused, not dropped silently
         if any(r <= 0 for r in getattr(args, name)):
-            p.error(f"--{name} must be > 0, got {getattr(args, name)}")
+            p.error(f"--{name} takes ratios > 0, got {','.join(f'{r:g}' for r in getattr(args, name))} "
+                    "(leave the option out for no such row)")
     if args.gate_max_components is not None and not args.gate_ratios:
         p.error("--gate_max_components needs --gate_ratios (the ratios of the gated rows)")
     args.gate_max_components = [3] if args.gate_max_components is None else args.gate_max_components
