@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import LAUNCHER, run_python_module
 
+from scripts.common.checkpoint import file_sha256
 from scripts.experiments.seg_grid import (
     MARKER,
     Setting,
@@ -154,6 +155,10 @@ def test_grid_smoke_on_phantom_no_leakage_and_resume(tmp_path):
         records = [json.loads(p.read_text()) for k in ("real", "real_seed1")
                    for p in sorted((work / f"fold{fold}" / f"seg_{k}" / "runs").glob("*_seg_training.json"))]
         assert [(r["seed"], r["train_seed"]) for r in records] == [(0, 0), (0, 1)]
+        # ...and the seed reaches the training: another initialisation gives other weights (same data, same folds).
+        weights = {k: file_sha256(str(work / f"fold{fold}" / f"seg_{k}" / "seg_model.pt"))
+                   for k in ("real", "real_seed1")}  # fmt: skip
+        assert weights["real"] != weights["real_seed1"]
         assert set(detail["per_image"]["real"]["patients"]) == held_out  # per-image Dice kept per held-out patient
     for r in rows[1:]:  # paired differences with their interval around them
         assert float(r["dice_delta_low"]) <= float(r["dice_delta"]) <= float(r["dice_delta_high"])

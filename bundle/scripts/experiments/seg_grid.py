@@ -487,6 +487,13 @@ def _held_out_note(config: Mapping) -> str:
     return text
 
 
+def _gate_text(g: Mapping) -> str:
+    """A quality-gate report (``scripts.seg.synthetic.quality_gate``) in words, for the table's notes."""
+    lo, hi = g["area_range_px"]
+    return (f"gate kept {g['kept']} of {g['listed']}: dropped {g['dropped_empty']} empty, {g['dropped_components']} "
+            f"with > {g['max_components']} components, {g['dropped_area']} outside the real area range {lo}–{hi} px")
+
+
 def _data_notes(config: Mapping) -> list[str]:
     """Markdown lines: per fold, what each synthetic-only and gated setting trained on (and the gate's drops)."""
     lines = []
@@ -500,18 +507,10 @@ def _data_notes(config: Mapping) -> list[str]:
                 continue
             t, g = rec["train"], rec["quality_gate"]
             if t is None:  # left out: too few pairs passed the gate
-                parts.append(f"fold {fold}: not trained, {g['needed']} pairs needed (gate kept {g['kept']} of "
-                             f"{g['listed']}: dropped {g['dropped_empty']} empty, {g['dropped_components']} with "
-                             f"> {g['max_components']} components, {g['dropped_area']} outside the real area range "
-                             f"{g['area_range_px'][0]}–{g['area_range_px'][1]} px)")  # fmt: skip
-                continue
-            text = f"fold {fold}: {t['real']} real + {t['synthetic']} synthetic"
-            if g:
-                lo, hi = g["area_range_px"]
-                text += (f" (gate kept {g['kept']} of {g['listed']}: dropped {g['dropped_empty']} empty, "
-                         f"{g['dropped_components']} with > {g['max_components']} components, {g['dropped_area']} "
-                         f"outside the real area range {lo}–{hi} px)")  # fmt: skip
-            parts.append(text)
+                parts.append(f"fold {fold}: not trained, {g['needed']} pairs needed ({_gate_text(g)})")
+            else:
+                parts.append(f"fold {fold}: {t['real']} real + {t['synthetic']} synthetic"
+                             + (f" ({_gate_text(g)})" if g else ""))  # fmt: skip
         if parts:
             lines.append(f"- {st['label']}: " + "; ".join(parts) + ".")
     return [*lines, ""] if lines else []
