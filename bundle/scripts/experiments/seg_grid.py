@@ -68,7 +68,7 @@ from scripts.data.prepare import prepare_dataset
 from scripts.experiments.grid_stats import paired_patient_interval, per_image_by_patient, plot_dice_vs_ratio
 from scripts.experiments.stages import (
     BUNDLE_ROOT,
-    MARKER,  # noqa: F401  (re-exported: tests and callers read the marker name here)
+    MARKER,
     add_launcher_option,
     free_names,
     json_dict,
@@ -359,7 +359,8 @@ def run_fold(args: argparse.Namespace, fold: int, settings: list[Setting], ctx: 
                 overlay["use_real_train"] = False
             if s.gate is not None:
                 overlay["synthetic_max_components"] = s.gate
-                short = gate_shortfall(synth, s, split["train"])
+                # a finished stage had its pairs; skip re-reading every mask on reruns
+                short = None if (seg_dir / MARKER).is_file() else gate_shortfall(synth, s, split["train"])
                 if short is not None:
                     logger.warning("fold %d, %s: left out, the quality gate kept %d of %d pairs, %d needed", fold,
                                    s.label, short["kept"], short["listed"], short["needed"])  # fmt: skip
